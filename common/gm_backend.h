@@ -1,0 +1,96 @@
+/*
+ * gm_backend: the one interface every compute backend (CPU, CUDA) implements.
+ *
+ * The executor (gm_net) and the optimisers only ever call through this table, so
+ * no backend detail leaks into them: no #ifdef, no device pointers interpreted
+ * outside the backend. A backend owns its scratch memory, reserved once before
+ * training starts; forward, backward, loss and update calls allocate nothing.
+ *
+ * Gradient convention: backward ADDS into dx and dw (which the caller zeroes),
+ * so an activation read by two ops (a residual input) gets the sum of both.
+ */
+#ifndef GM_BACKEND_H
+#define GM_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gm_error.h"
+#include "gm_op.h"
+#include "gm_rng.h"
+
+/* Everything one op needs for one forward or backward call. */
+typedef struct {
+    const gm_op *op;
+    gm_shape in[2], out; /* per-sample shapes; in[1] only for ADD */
+    int batch;
+    int train;           /* 1: batch statistics and dropout; 0: inference */
+    const float *x[2];   /* inputs, batch * numel(in[i]) */
+    float *y;            /* output, batch * numel(out) */
+    const float *w;      /* parameters (weights then bias, or gamma then beta); NULL if none */
+    float *buf;          /* buffers (BN running mean then variance); NULL if none */
+    void *aux;           /* op-private state kept from forward for backward */
+    gm_rng *rng;         /* dropout masks */
+    /* backward only */
+    const float *dy;
+    float *dx[2];        /* NULL where the gradient is not needed */
+    float *dw;
+} gm_op_args;
+
+typedef enum { GM_LOSS_CROSS_ENTROPY, GM_LOSS_L1, GM_LOSS_MSE } gm_loss_kind;
+
+/* Hyper-parameters of one optimiser update over a flat parameter array. */
+typedef struct {
+    enum { GM_UPDATE_SGD, GM_UPDATE_ADAM, GM_UPDATE_ADAMW } kind;
+    float lr, momentum, beta1, beta2, eps, weight_decay;
+    int nesterov;
+    long step; /* 1 for the first update (Adam bias correction) */
+} gm_update;
+
+typedef struct gm_backend gm_backend;
+
+struct gm_backend {
+    const char *name;
+    void *impl; /* backend-private state */
+
+    int (*supports_op)(const gm_backend *be, const gm_op *op);
+    /* Bytes of op-private state kept between forward and backward. */
+    size_t (*aux_bytes)(const gm_backend *be, const gm_op *op, gm_shape in, gm_shape out, int batch);
+    /* Bytes of scratch an op needs during a call; the backend reserves the max. */
+    size_t (*scratch_bytes)(const gm_backend *be, const gm_op *op, gm_shape in, gm_shape out, int batch);
+    gm_status (*reserve_scratch)(gm_backend *be, size_t bytes, gm_error *err);
+
+    void (*forward)(gm_backend *be, const gm_op_args *a);
+    void (*backward)(gm_backend *be, const gm_op_args *a);
+
+    /*
+     * Loss averaged over the batch (cross-entropy) or over all elements (L1, MSE).
+     * pred: n x d; target: n x d floats, or labels (n int32) for cross-entropy.
+     * Writes d(loss)/d(pred), times scale, into grad (may be NULL) and the loss
+     * into *loss. Returns GM_ENUMERIC for a non-finite loss or prediction and
+     * GM_EINVAL for a label out of range, with a message naming the sample.
+     */
+    gm_status (*loss)(gm_backend *be, gm_loss_kind kind, const float *pred, const float *target,
+                      const int32_t *labels, int n, int d, float scale, float *grad, float *loss,
+                      gm_error *err);
+
+    /* One optimiser update of n parameters; m and v are the optimiser's state. */
+    void (*update)(gm_backend *be, const gm_update *u, float *param, const float *grad, float *m,
+                   float *v, size_t n);
+
+    void *(*alloc)(gm_backend *be, size_t bytes); /* zeroed; NULL on failure */
+    void (*free)(gm_backend *be, void *p);
+    void (*zero)(gm_backend *be, void *p, size_t bytes);
+    void (*to_device)(gm_backend *be, void *dst, const void *src, size_t bytes);
+    void (*to_host)(gm_backend *be, void *dst, const void *src, size_t bytes);
+    void (*sync)(gm_backend *be);
+    void (*destroy)(gm_backend *be); /* frees the backend itself */
+};
+
+/* The CPU backend: OpenBLAS for matrix products, OpenMP over nthreads. */
+gm_status gm_backend_cpu_create(gm_backend **out, int nthreads, gm_error *err);
+
+/* NULL-safe destructor for any backend. */
+void gm_backend_free(gm_backend *be);
+
+#endif

@@ -1,0 +1,469 @@
+/*
+ * The CPU backend's non-convolution kernels: normalisation, activations,
+ * pooling, linear, residual add, dropout, losses and optimiser updates.
+ * Memory-bound loops are split over OpenMP threads only when the tensor is
+ * large enough to repay the fork (batch-1 inference stays on one thread).
+ */
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "gm_cpu_kernels.h"
+
+enum { GM_PAR_MIN = 1 << 15 }; /* elements below which a loop runs on one thread */
+
+static void split(size_t total, int tid, int team, size_t *lo, size_t *hi)
+{
+    size_t q = total / (size_t)team, r = total % (size_t)team, t = (size_t)tid;
+    *lo = t * q + (t < r ? t : r);
+    *hi = *lo + q + (t < r ? 1 : 0);
+}
+
+/* ---- batch normalisation ------------------------------------------------- */
+
+static void bn_forward(const gm_op_args *a, int nt)
+{
+    const int C = a->in[0].c, hw = a->in[0].h * a->in[0].w, N = a->batch;
+    const float *gamma = a->w, *beta = a->w + C;
+    float *rmean = a->buf, *rvar = a->buf + C, *saved = a->aux;
+    const gm_bn_params *p = &a->op->p.bn;
+    const double m = (double)N * hw;
+
+#pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)N * C * hw >= GM_PAR_MIN)
+    for (int c = 0; c < C; c++) {
+        float mean, invstd;
+        if (a->train) {
+            double s = 0.0, ss = 0.0;
+            for (int n = 0; n < N; n++) {
+                const float *x = a->x[0] + ((size_t)n * C + c) * hw;
+                for (int i = 0; i < hw; i++) {
+                    s += x[i];
+                    ss += (double)x[i] * x[i];
+                }
+            }
+            double mu = s / m, var = ss / m - mu * mu;
+            if (var < 0.0) var = 0.0;
+            mean = (float)mu;
+            invstd = (float)(1.0 / sqrt(var + p->eps));
+            saved[c] = mean;
+            saved[C + c] = invstd;
+            double unbiased = m > 1.0 ? var * m / (m - 1.0) : var;
+            rmean[c] = (1.0f - p->momentum) * rmean[c] + p->momentum * mean;
+            rvar[c] = (1.0f - p->momentum) * rvar[c] + p->momentum * (float)unbiased;
+        } else {
+            mean = rmean[c];
+            invstd = 1.0f / sqrtf(rvar[c] + p->eps);
+        }
+        const float scale = gamma[c] * invstd, shift = beta[c] - mean * scale;
+        for (int n = 0; n < N; n++) {
+            const float *x = a->x[0] + ((size_t)n * C + c) * hw;
+            float *y = a->y + ((size_t)n * C + c) * hw;
+            for (int i = 0; i < hw; i++) y[i] = x[i] * scale + shift;
+        }
+    }
+}
+
+static void bn_backward(const gm_op_args *a, int nt)
+{
+    const int C = a->in[0].c, hw = a->in[0].h * a->in[0].w, N = a->batch;
+    const float *gamma = a->w;
+    const float *saved = a->aux;
+    const float m = (float)N * (float)hw;
+
+#pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)N * C * hw >= GM_PAR_MIN)
+    for (int c = 0; c < C; c++) {
+        float mean, invstd;
+        if (a->train) {
+            mean = saved[c];
+            invstd = saved[C + c];
+        } else {
+            mean = a->buf[c];
+            invstd = 1.0f / sqrtf(a->buf[C + c] + a->op->p.bn.eps);
+        }
+        double sdy = 0.0, sdyx = 0.0;
+        for (int n = 0; n < N; n++) {
+            const float *x = a->x[0] + ((size_t)n * C + c) * hw;
+            const float *dy = a->dy + ((size_t)n * C + c) * hw;
+            for (int i = 0; i < hw; i++) {
+                sdy += dy[i];
+                sdyx += (double)dy[i] * ((x[i] - mean) * invstd);
+            }
+        }
+        a->dw[c] += (float)sdyx;
+        a->dw[C + c] += (float)sdy;
+        if (!a->dx[0]) continue;
+        const float k = gamma[c] * invstd;
+        /* In eval mode the statistics are constants, so only the direct term remains. */
+        const float mdy = a->train ? (float)sdy / m : 0.0f, mdyx = a->train ? (float)sdyx / m : 0.0f;
+        for (int n = 0; n < N; n++) {
+            const float *x = a->x[0] + ((size_t)n * C + c) * hw;
+            const float *dy = a->dy + ((size_t)n * C + c) * hw;
+            float *dx = a->dx[0] + ((size_t)n * C + c) * hw;
+            for (int i = 0; i < hw; i++)
+                dx[i] += k * (dy[i] - mdy - (x[i] - mean) * invstd * mdyx);
+        }
+    }
+}
+
+/* ---- element-wise ------------------------------------------------------- */
+
+static void relu_forward(const gm_op_args *a, size_t n, int nt)
+{
+    const float *x = a->x[0];
+    float *y = a->y;
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+static void relu_backward(const gm_op_args *a, size_t n, int nt)
+{
+    const float *y = a->y, *dy = a->dy;
+    float *dx = a->dx[0];
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
+    for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+static void add_forward(const gm_op_args *a, size_t n, int nt)
+{
+    const float *x0 = a->x[0], *x1 = a->x[1];
+    float *y = a->y;
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
+    for (size_t i = 0; i < n; i++) y[i] = x0[i] + x1[i];
+}
+
+static void acc(float *dst, const float *src, size_t n, int nt)
+{
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+/* Masks are drawn on one thread from the net's generator, so runs repeat exactly. */
+static void dropout_forward(const gm_op_args *a, size_t n)
+{
+    float *mask = a->aux;
+    const float p = a->op->p.dropout.p, keep = 1.0f / (1.0f - p);
+    if (!a->train) {
+        if (a->y != a->x[0]) memcpy(a->y, a->x[0], sizeof(float) * n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        mask[i] = gm_rng_uniform(a->rng) < p ? 0.0f : keep;
+        a->y[i] = a->x[0][i] * mask[i];
+    }
+}
+
+static void dropout_backward(const gm_op_args *a, size_t n, int nt)
+{
+    if (!a->train) {
+        acc(a->dx[0], a->dy, n, nt);
+        return;
+    }
+    const float *mask = a->aux, *dy = a->dy;
+    float *dx = a->dx[0];
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
+    for (size_t i = 0; i < n; i++) dx[i] += dy[i] * mask[i];
+}
+
+/* ---- pooling ------------------------------------------------------------ */
+
+static void maxpool_forward(const gm_op_args *a, int nt)
+{
+    const gm_pool_params *p = &a->op->p.pool;
+    const gm_shape in = a->in[0], out = a->out;
+    const int planes = a->batch * in.c;
+    int32_t *arg = a->aux;
+#pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * gm_shape_numel(out) >= GM_PAR_MIN / 4)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *x = a->x[0] + (size_t)pl * in.h * in.w;
+        float *y = a->y + (size_t)pl * out.h * out.w;
+        int32_t *ai = arg + (size_t)pl * out.h * out.w;
+        for (int oy = 0; oy < out.h; oy++)
+            for (int ox = 0; ox < out.w; ox++) {
+                float best = -FLT_MAX;
+                int32_t bi = -1;
+                for (int ky = 0; ky < p->k; ky++) {
+                    int iy = oy * p->stride - p->pad + ky;
+                    if (iy < 0 || iy >= in.h) continue;
+                    for (int kx = 0; kx < p->k; kx++) {
+                        int ix = ox * p->stride - p->pad + kx;
+                        if (ix < 0 || ix >= in.w) continue;
+                        float v = x[iy * in.w + ix];
+                        /* NaN propagates, as in PyTorch */
+                        if (bi < 0 || v > best || isnan(v)) {
+                            best = v;
+                            bi = iy * in.w + ix;
+                            if (isnan(v)) goto found;
+                        }
+                    }
+                }
+            found:
+                y[oy * out.w + ox] = best;
+                ai[oy * out.w + ox] = bi;
+            }
+    }
+}
+
+static void maxpool_backward(const gm_op_args *a, int nt)
+{
+    const gm_shape in = a->in[0], out = a->out;
+    const int planes = a->batch * in.c, nout = out.h * out.w;
+    const int32_t *arg = a->aux;
+#pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * nout >= GM_PAR_MIN / 4)
+    for (int pl = 0; pl < planes; pl++) {
+        float *dx = a->dx[0] + (size_t)pl * in.h * in.w;
+        const float *dy = a->dy + (size_t)pl * nout;
+        const int32_t *ai = arg + (size_t)pl * nout;
+        for (int i = 0; i < nout; i++) dx[ai[i]] += dy[i];
+    }
+}
+
+/* Average pooling divides by k*k including padding (count_include_pad). */
+static void avgpool(const gm_op_args *a, int nt, int backward)
+{
+    const gm_pool_params *p = &a->op->p.pool;
+    const gm_shape in = a->in[0], out = a->out;
+    const int planes = a->batch * in.c;
+    const float inv = 1.0f / (float)(p->k * p->k);
+#pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * gm_shape_numel(out) >= GM_PAR_MIN / 4)
+    for (int pl = 0; pl < planes; pl++) {
+        const size_t ib = (size_t)pl * in.h * in.w, ob = (size_t)pl * out.h * out.w;
+        for (int oy = 0; oy < out.h; oy++)
+            for (int ox = 0; ox < out.w; ox++) {
+                float s = 0.0f, g = backward ? a->dy[ob + oy * out.w + ox] * inv : 0.0f;
+                for (int ky = 0; ky < p->k; ky++) {
+                    int iy = oy * p->stride - p->pad + ky;
+                    if (iy < 0 || iy >= in.h) continue;
+                    for (int kx = 0; kx < p->k; kx++) {
+                        int ix = ox * p->stride - p->pad + kx;
+                        if (ix < 0 || ix >= in.w) continue;
+                        if (backward)
+                            a->dx[0][ib + iy * in.w + ix] += g;
+                        else
+                            s += a->x[0][ib + iy * in.w + ix];
+                    }
+                }
+                if (!backward) a->y[ob + oy * out.w + ox] = s * inv;
+            }
+    }
+}
+
+static void gap(const gm_op_args *a, int nt, int backward)
+{
+    const int planes = a->batch * a->in[0].c, hw = a->in[0].h * a->in[0].w;
+    const float inv = 1.0f / (float)hw;
+#pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * hw >= GM_PAR_MIN)
+    for (int pl = 0; pl < planes; pl++) {
+        if (backward) {
+            float g = a->dy[pl] * inv, *dx = a->dx[0] + (size_t)pl * hw;
+            for (int i = 0; i < hw; i++) dx[i] += g;
+        } else {
+            const float *x = a->x[0] + (size_t)pl * hw;
+            float s = 0.0f;
+            for (int i = 0; i < hw; i++) s += x[i];
+            a->y[pl] = s * inv;
+        }
+    }
+}
+
+/* ---- linear ------------------------------------------------------------- */
+
+/* Rows of the batch are split over threads; one GEMM per thread. */
+static void linear_forward(const gm_op_args *a, int nt)
+{
+    const gm_linear_params *p = &a->op->p.linear;
+    const int team_max = a->batch >= 8 * nt ? nt : 1;
+#pragma omp parallel num_threads(team_max)
+    {
+        size_t lo, hi;
+        split((size_t)a->batch, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        float *y = a->y + lo * (size_t)p->out;
+        int rows = (int)(hi - lo);
+        if (rows > 0) {
+            if (p->bias)
+                for (int r = 0; r < rows; r++) memcpy(y + (size_t)r * p->out, a->w + (size_t)p->out * p->in, sizeof(float) * p->out);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, p->out, p->in, 1.0f,
+                        a->x[0] + lo * (size_t)p->in, p->in, a->w, p->in, p->bias ? 1.0f : 0.0f, y, p->out);
+        }
+    }
+}
+
+static void linear_backward(const gm_op_args *a, int nt)
+{
+    const gm_linear_params *p = &a->op->p.linear;
+    const int team_max = a->batch * p->out >= 4096 ? nt : 1;
+#pragma omp parallel num_threads(team_max)
+    {
+        int tid = omp_get_thread_num(), team = omp_get_num_threads();
+        size_t lo, hi;
+        split((size_t)p->out, tid, team, &lo, &hi); /* weight rows owned by this thread */
+        if (hi > lo) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(hi - lo), p->in, a->batch, 1.0f,
+                        a->dy + lo, p->out, a->x[0], p->in, 1.0f, a->dw + lo * (size_t)p->in, p->in);
+            if (p->bias) {
+                float *db = a->dw + (size_t)p->out * p->in;
+                for (int n = 0; n < a->batch; n++)
+                    for (size_t o = lo; o < hi; o++) db[o] += a->dy[(size_t)n * p->out + o];
+            }
+        }
+        if (a->dx[0]) {
+            split((size_t)a->batch, tid, team, &lo, &hi);
+            if (hi > lo)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(hi - lo), p->in, p->out, 1.0f,
+                            a->dy + lo * (size_t)p->out, p->out, a->w, p->in, 1.0f, a->dx[0] + lo * (size_t)p->in, p->in);
+        }
+    }
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+size_t gm_cpu_op_aux_bytes(const gm_op *op, gm_shape in, gm_shape out, int batch)
+{
+    (void)in;
+    switch (op->kind) {
+    case GM_OP_BATCHNORM2D: return 2 * sizeof(float) * (size_t)op->p.bn.c;
+    case GM_OP_MAXPOOL2D: return sizeof(int32_t) * (size_t)batch * gm_shape_numel(out);
+    case GM_OP_DROPOUT: return sizeof(float) * (size_t)batch * gm_shape_numel(out);
+    default: return 0;
+    }
+}
+
+void gm_cpu_op_forward(const gm_op_args *a, float *scratch, int nt)
+{
+    const size_t n = (size_t)a->batch * gm_shape_numel(a->out);
+    switch (a->op->kind) {
+    case GM_OP_CONV2D: {
+        gm_conv_dims d = gm_conv_dims_of(a);
+        const gm_conv_params *p = &a->op->p.conv;
+        const float *b = p->bias ? a->w + (size_t)p->cout * p->cin * p->k * p->k : NULL;
+        gm_cpu_conv_forward(&d, a->x[0], a->w, b, a->y, scratch, nt);
+        break;
+    }
+    case GM_OP_BATCHNORM2D: bn_forward(a, nt); break;
+    case GM_OP_RELU: relu_forward(a, n, nt); break;
+    case GM_OP_MAXPOOL2D: maxpool_forward(a, nt); break;
+    case GM_OP_AVGPOOL2D: avgpool(a, nt, 0); break;
+    case GM_OP_GLOBALAVGPOOL: gap(a, nt, 0); break;
+    case GM_OP_LINEAR: linear_forward(a, nt); break;
+    case GM_OP_FLATTEN:
+        if (a->y != a->x[0]) memcpy(a->y, a->x[0], sizeof(float) * n);
+        break;
+    case GM_OP_ADD: add_forward(a, n, nt); break;
+    case GM_OP_DROPOUT: dropout_forward(a, n); break;
+    case GM_OP_KIND_COUNT: break;
+    }
+}
+
+void gm_cpu_op_backward(const gm_op_args *a, float *scratch, int nt)
+{
+    const size_t n = (size_t)a->batch * gm_shape_numel(a->out);
+    switch (a->op->kind) {
+    case GM_OP_CONV2D: {
+        gm_conv_dims d = gm_conv_dims_of(a);
+        const gm_conv_params *p = &a->op->p.conv;
+        float *db = p->bias ? a->dw + (size_t)p->cout * p->cin * p->k * p->k : NULL;
+        gm_cpu_conv_backward(&d, a->x[0], a->w, a->dy, a->dx[0], a->dw, db, scratch, nt);
+        break;
+    }
+    case GM_OP_BATCHNORM2D: bn_backward(a, nt); break;
+    case GM_OP_LINEAR: linear_backward(a, nt); break;
+    default:
+        if (!a->dx[0] && !a->dx[1]) return; /* nothing upstream wants a gradient */
+        switch (a->op->kind) {
+        case GM_OP_RELU: relu_backward(a, n, nt); break;
+        case GM_OP_MAXPOOL2D: maxpool_backward(a, nt); break;
+        case GM_OP_AVGPOOL2D: avgpool(a, nt, 1); break;
+        case GM_OP_GLOBALAVGPOOL: gap(a, nt, 1); break;
+        case GM_OP_FLATTEN:
+            if (a->dx[0] != a->dy) acc(a->dx[0], a->dy, n, nt);
+            break;
+        case GM_OP_ADD:
+            for (int i = 0; i < 2; i++)
+                if (a->dx[i]) acc(a->dx[i], a->dy, n, nt);
+            break;
+        case GM_OP_DROPOUT: dropout_backward(a, n, nt); break;
+        default: break;
+        }
+    }
+}
+
+/* ---- losses ------------------------------------------------------------- */
+
+gm_status gm_cpu_loss(gm_loss_kind kind, const float *pred, const float *target,
+                      const int32_t *labels, int n, int d, float scale, float *grad, float *loss,
+                      gm_error *err)
+{
+    for (size_t i = 0; i < (size_t)n * d; i++)
+        if (!isfinite(pred[i]))
+            return gm_error_set(err, GM_ENUMERIC, "loss: prediction of sample %zu, output %zu is %g",
+                                i / (size_t)d, i % (size_t)d, (double)pred[i]);
+    double total = 0.0;
+    if (kind == GM_LOSS_CROSS_ENTROPY) {
+        for (int s = 0; s < n; s++)
+            if (labels[s] < 0 || labels[s] >= d)
+                return gm_error_set(err, GM_EINVAL, "loss: label %d of sample %d is outside [0, %d)",
+                                    (int)labels[s], s, d);
+        for (int s = 0; s < n; s++) {
+            const float *z = pred + (size_t)s * d;
+            float mx = z[0];
+            for (int j = 1; j < d; j++) mx = z[j] > mx ? z[j] : mx;
+            double se = 0.0;
+            for (int j = 0; j < d; j++) se += exp((double)z[j] - mx);
+            total += log(se) + mx - z[labels[s]];
+            if (grad)
+                for (int j = 0; j < d; j++) {
+                    double sm = exp((double)z[j] - mx) / se;
+                    grad[(size_t)s * d + j] = (float)((sm - (j == labels[s])) * scale / n);
+                }
+        }
+        total /= n;
+    } else {
+        const double m = (double)n * d;
+        for (size_t i = 0; i < (size_t)n * d; i++) {
+            double diff = (double)pred[i] - target[i];
+            if (kind == GM_LOSS_L1) {
+                total += fabs(diff);
+                if (grad) grad[i] = (float)(((diff > 0) - (diff < 0)) * scale / m);
+            } else {
+                total += diff * diff;
+                if (grad) grad[i] = (float)(2.0 * diff * scale / m);
+            }
+        }
+        total /= m;
+    }
+    *loss = (float)total;
+    if (!isfinite(*loss))
+        return gm_error_set(err, GM_ENUMERIC, "loss is %g (targets not finite?)", (double)*loss);
+    return GM_OK;
+}
+
+/* ---- optimiser updates (PyTorch's semantics) ---------------------------- */
+
+void gm_cpu_update(const gm_update *u, float *param, const float *grad, float *m, float *v,
+                   size_t n, int nt)
+{
+    if (u->kind == GM_UPDATE_SGD) {
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
+        for (size_t i = 0; i < n; i++) {
+            float g = grad[i] + u->weight_decay * param[i];
+            if (u->momentum != 0.0f) {
+                m[i] = u->step == 1 ? g : u->momentum * m[i] + g;
+                g = u->nesterov ? g + u->momentum * m[i] : m[i];
+            }
+            param[i] -= u->lr * g;
+        }
+        return;
+    }
+    const float bc1 = 1.0f - powf(u->beta1, (float)u->step);
+    const float bc2s = sqrtf(1.0f - powf(u->beta2, (float)u->step));
+    const float step = u->lr / bc1, l2 = u->kind == GM_UPDATE_ADAM ? u->weight_decay : 0.0f;
+    const float decay = u->kind == GM_UPDATE_ADAMW ? 1.0f - u->lr * u->weight_decay : 1.0f;
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i] + l2 * param[i];
+        m[i] = u->beta1 * m[i] + (1.0f - u->beta1) * g;
+        v[i] = u->beta2 * v[i] + (1.0f - u->beta2) * g * g;
+        param[i] = param[i] * decay - step * m[i] / (sqrtf(v[i]) / bc2s + u->eps);
+    }
+}

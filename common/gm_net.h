@@ -1,0 +1,88 @@
+/*
+ * gm_net: executes a tree of blocks (forward, backward) on one backend.
+ *
+ * The blocks form a tree rooted at the input: block i reads the net input
+ * (parent -1) or the output of block parent[i] < i. A single model is a chain;
+ * a fused multi-task graph is a tree whose leaves are task heads. Every shared
+ * prefix is computed once.
+ *
+ * Memory: everything a training step touches (parameters, gradients, buffers,
+ * activations, their gradients, saved state, backend scratch) is sized from a
+ * table and allocated in gm_net_create, for a maximum batch. Forward, backward
+ * and the loss allocate nothing. The net owns all of it; gm_net_free releases it.
+ * The backend is borrowed and must outlive the net.
+ */
+#ifndef GM_NET_H
+#define GM_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gm_backend.h"
+#include "gm_block.h"
+
+typedef struct gm_net gm_net;
+
+typedef struct {
+    gm_shape input;         /* per-sample input shape */
+    int nblocks;
+    const gm_block *blocks;
+    const int *parent;      /* parent[i] in [-1, i); NULL means a chain */
+} gm_net_desc;
+
+/* Memory held by a net, by purpose, in bytes (what a rank reports). */
+typedef struct {
+    size_t params, grads, buffers, activations, act_grads, saved, input, scratch;
+} gm_net_memory;
+
+/*
+ * Checks shapes along every edge and allocates. Parameters are initialised as
+ * PyTorch does by default (uniform +-1/sqrt(fan_in)), from seed.
+ */
+gm_status gm_net_create(gm_net **out, gm_backend *be, const gm_net_desc *desc, int max_batch,
+                        uint64_t seed, gm_error *err);
+void gm_net_free(gm_net *net);
+
+/* x: batch samples on the host. train: batch statistics and dropout. */
+gm_status gm_net_forward(gm_net *net, const float *x, int batch, int train, gm_error *err);
+/*
+ * Back-propagates the gradients that the loss wrote into the output gradients
+ * (gm_net_loss or gm_net_output_grad) of the last forward. Parameter gradients
+ * are ADDED to gm_net_grads(): call gm_net_zero_grad before each step.
+ */
+gm_status gm_net_backward(gm_net *net, gm_error *err);
+void gm_net_zero_grad(gm_net *net);
+
+/*
+ * Loss of output k against targets (n x d floats) or labels; writes the output
+ * gradient times scale, ready for gm_net_backward. Several outputs (tasks) each
+ * get their own call.
+ */
+gm_status gm_net_loss(gm_net *net, int k, gm_loss_kind kind, const float *target,
+                      const int32_t *labels, float scale, float *loss, gm_error *err);
+
+int gm_net_noutputs(const gm_net *net);
+gm_shape gm_net_output_shape(const gm_net *net, int k);
+int gm_net_output_block(const gm_net *net, int k);
+float *gm_net_output(gm_net *net, int k);      /* backend memory, batch x numel */
+float *gm_net_output_grad(gm_net *net, int k); /* backend memory, batch x numel */
+
+/* Flat parameter, gradient and buffer arrays in backend memory, in block order. */
+float *gm_net_params(gm_net *net);
+float *gm_net_grads(gm_net *net);
+float *gm_net_buffers(gm_net *net);
+size_t gm_net_nparams(const gm_net *net);
+size_t gm_net_nbuffers(const gm_net *net);
+
+/* Offsets of block b's parameters and buffers inside the flat arrays. */
+size_t gm_net_block_param_offset(const gm_net *net, int b);
+size_t gm_net_block_buffer_offset(const gm_net *net, int b);
+
+int gm_net_nblocks(const gm_net *net);
+const gm_block *gm_net_block(const gm_net *net, int b);
+gm_shape gm_net_block_input_shape(const gm_net *net, int b);
+uint64_t gm_net_flops(const gm_net *net); /* forward, per sample */
+gm_net_memory gm_net_memory_use(const gm_net *net);
+gm_backend *gm_net_backend(gm_net *net);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * Test helpers shared by the CMocka programs.
+ * CMocka 1.1.5 has assert_float_equal but no double version and no relative
+ * tolerance: gm_assert_close is the one tolerance check every test uses.
+ */
+#ifndef GM_TEST_UTIL_H
+#define GM_TEST_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "gm_rng.h"
+
+/* |got - want| <= atol + rtol * |want|, failing with the index and both values. */
+void gm_check_close(const char *what, size_t i, double got, double want, double atol, double rtol,
+                    const char *file, int line);
+#define gm_assert_close(what, i, got, want, atol, rtol) \
+    gm_check_close((what), (i), (got), (want), (atol), (rtol), __FILE__, __LINE__)
+
+/* Compares two float arrays element by element. */
+void gm_check_all_close(const char *what, const float *got, const float *want, size_t n, double atol,
+                        double rtol, const char *file, int line);
+#define gm_assert_all_close(what, got, want, n, atol, rtol) \
+    gm_check_all_close((what), (got), (want), (n), (atol), (rtol), __FILE__, __LINE__)
+
+void gm_fill_uniform(float *x, size_t n, gm_rng *rng, float lo, float hi);
+
+#endif
