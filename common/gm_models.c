@@ -1,5 +1,7 @@
 #include "gm_models.h"
 
+#include <stdio.h>
+
 static int count_widths(const int *widths)
 {
     int n = 0;
@@ -107,4 +109,22 @@ size_t gm_model_nparams(const gm_model *m)
     size_t n = 0;
     for (int b = 0; b < m->nblocks; b++) n += gm_block_nparams(&m->blocks[b]);
     return n;
+}
+
+gm_status gm_model_from_name(gm_model *m, const char *arch, const int *widths, gm_shape input,
+                             int classes, gm_error *err)
+{
+    int depth = 0;
+    char tail;
+    if (sscanf(arch, "vgg%d%c", &depth, &tail) == 1) {
+        gm_vgg_config c;
+        gm_status s = gm_vgg_preset(&c, depth, widths, err);
+        return s == GM_OK ? gm_model_vgg(m, &c, input, classes, err) : s;
+    }
+    if (sscanf(arch, "resnet%d%c", &depth, &tail) == 1) {
+        gm_resnet_config c;
+        gm_status s = gm_resnet_preset(&c, depth, widths, err);
+        return s == GM_OK ? gm_model_resnet(m, &c, input, classes, err) : s;
+    }
+    return gm_error_set(err, GM_EINVAL, "unknown architecture \"%s\" (known: vgg11, vgg13, resnet8 to resnet18)", arch);
 }

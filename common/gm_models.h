@@ -51,4 +51,12 @@ gm_status gm_model_resnet(gm_model *m, const gm_resnet_config *c, gm_shape input
 gm_net_desc gm_model_desc(const gm_model *m);
 size_t gm_model_nparams(const gm_model *m);
 
+/*
+ * Builds a model from an architecture name: "vgg11", "vgg13", "resnet8" ...
+ * "resnet18", with stage widths (0-terminated, up to 4). Unknown names are
+ * reported with the list of known ones.
+ */
+gm_status gm_model_from_name(gm_model *m, const char *arch, const int *widths, gm_shape input,
+                             int classes, gm_error *err);
+
 #endif

@@ -20,11 +20,11 @@
 
 #include <stddef.h>
 
-#include "gm_error.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "gm_error.h" /* a C header without its own extern "C" */
 
 /* What gm_cuda_probe found. Versions use the libraries' own encodings. */
 typedef struct {
