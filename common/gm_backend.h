@@ -90,6 +90,13 @@ struct gm_backend {
 /* The CPU backend: OpenBLAS for matrix products, OpenMP over nthreads. */
 gm_status gm_backend_cpu_create(gm_backend **out, int nthreads, gm_error *err);
 
+/*
+ * The OpenBLAS kernel family in use ("Cooperlake", "Haswell", ...). OpenBLAS picks
+ * it when loaded, from the CPU or from OPENBLAS_CORETYPE; a forced AVX2 family on
+ * an AVX-512 CPU halves GEMM speed, so programs print it.
+ */
+const char *gm_backend_cpu_blas_core(void);
+
 /* NULL-safe destructor for any backend. */
 void gm_backend_free(gm_backend *be);
 

@@ -9,6 +9,10 @@
 #include "gm_backend.h"
 #include "gm_cpu_kernels.h"
 
+char *openblas_get_corename(void); /* OpenBLAS extension, absent from some cblas.h */
+
+const char *gm_backend_cpu_blas_core(void) { return openblas_get_corename(); }
+
 typedef struct {
     int nthreads;
     float *scratch;

@@ -13,7 +13,7 @@
 
 #include "gm_cpu_kernels.h"
 
-enum { GM_CONV_COLS = 512 };
+enum { GM_CONV_COLS = 1024 };
 
 gm_conv_dims gm_conv_dims_of(const gm_op_args *a)
 {

@@ -35,13 +35,17 @@ static void bn_forward(const gm_op_args *a, int nt)
     for (int c = 0; c < C; c++) {
         float mean, invstd;
         if (a->train) {
-            double s = 0.0, ss = 0.0;
+            double s = 0.0, ss = 0.0; /* float sums per plane (vectorised), double across planes */
             for (int n = 0; n < N; n++) {
                 const float *x = a->x[0] + ((size_t)n * C + c) * hw;
+                float ps = 0.0f, pss = 0.0f;
+#pragma omp simd reduction(+ : ps, pss)
                 for (int i = 0; i < hw; i++) {
-                    s += x[i];
-                    ss += (double)x[i] * x[i];
+                    ps += x[i];
+                    pss += x[i] * x[i];
                 }
+                s += ps;
+                ss += pss;
             }
             double mu = s / m, var = ss / m - mu * mu;
             if (var < 0.0) var = 0.0;
@@ -60,6 +64,7 @@ static void bn_forward(const gm_op_args *a, int nt)
         for (int n = 0; n < N; n++) {
             const float *x = a->x[0] + ((size_t)n * C + c) * hw;
             float *y = a->y + ((size_t)n * C + c) * hw;
+#pragma omp simd
             for (int i = 0; i < hw; i++) y[i] = x[i] * scale + shift;
         }
     }
@@ -86,10 +91,14 @@ static void bn_backward(const gm_op_args *a, int nt)
         for (int n = 0; n < N; n++) {
             const float *x = a->x[0] + ((size_t)n * C + c) * hw;
             const float *dy = a->dy + ((size_t)n * C + c) * hw;
+            float ps = 0.0f, psx = 0.0f;
+#pragma omp simd reduction(+ : ps, psx)
             for (int i = 0; i < hw; i++) {
-                sdy += dy[i];
-                sdyx += (double)dy[i] * ((x[i] - mean) * invstd);
+                ps += dy[i];
+                psx += dy[i] * (x[i] - mean);
             }
+            sdy += ps;
+            sdyx += (double)psx * invstd;
         }
         a->dw[c] += (float)sdyx;
         a->dw[C + c] += (float)sdy;
@@ -101,8 +110,9 @@ static void bn_backward(const gm_op_args *a, int nt)
             const float *x = a->x[0] + ((size_t)n * C + c) * hw;
             const float *dy = a->dy + ((size_t)n * C + c) * hw;
             float *dx = a->dx[0] + ((size_t)n * C + c) * hw;
-            for (int i = 0; i < hw; i++)
-                dx[i] += k * (dy[i] - mdy - (x[i] - mean) * invstd * mdyx);
+            const float kx = k * invstd * mdyx, k0 = k * mdy;
+#pragma omp simd
+            for (int i = 0; i < hw; i++) dx[i] += k * dy[i] - k0 - (x[i] - mean) * kx;
         }
     }
 }
@@ -168,40 +178,62 @@ static void dropout_backward(const gm_op_args *a, size_t n, int nt)
 
 /* ---- pooling ------------------------------------------------------------ */
 
+/* Max of one window, with its flat index; NaN wins, as in PyTorch. */
+static inline float window_max(const float *x, gm_shape in, const gm_pool_params *p, int oy, int ox,
+                               int32_t *arg)
+{
+    float best = -FLT_MAX;
+    int32_t bi = -1;
+    for (int ky = 0; ky < p->k; ky++) {
+        int iy = oy * p->stride - p->pad + ky;
+        if (iy < 0 || iy >= in.h) continue;
+        for (int kx = 0; kx < p->k; kx++) {
+            int ix = ox * p->stride - p->pad + kx;
+            if (ix < 0 || ix >= in.w) continue;
+            float v = x[iy * in.w + ix];
+            if (v != v) { /* the first NaN is the result */
+                *arg = iy * in.w + ix;
+                return v;
+            }
+            if (bi < 0 || v > best) {
+                best = v;
+                bi = iy * in.w + ix;
+            }
+        }
+    }
+    *arg = bi;
+    return best;
+}
+
 static void maxpool_forward(const gm_op_args *a, int nt)
 {
     const gm_pool_params *p = &a->op->p.pool;
     const gm_shape in = a->in[0], out = a->out;
     const int planes = a->batch * in.c;
+    const int fast = p->k == 2 && p->stride == 2 && p->pad == 0; /* the VGG pool: no bounds checks */
     int32_t *arg = a->aux;
 #pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * gm_shape_numel(out) >= GM_PAR_MIN / 4)
     for (int pl = 0; pl < planes; pl++) {
         const float *x = a->x[0] + (size_t)pl * in.h * in.w;
         float *y = a->y + (size_t)pl * out.h * out.w;
         int32_t *ai = arg + (size_t)pl * out.h * out.w;
-        for (int oy = 0; oy < out.h; oy++)
+        for (int oy = 0; oy < out.h; oy++) {
+            if (!fast) {
+                for (int ox = 0; ox < out.w; ox++)
+                    y[oy * out.w + ox] = window_max(x, in, p, oy, ox, &ai[oy * out.w + ox]);
+                continue;
+            }
+            const float *r0 = x + 2 * oy * in.w, *r1 = r0 + in.w;
             for (int ox = 0; ox < out.w; ox++) {
-                float best = -FLT_MAX;
-                int32_t bi = -1;
-                for (int ky = 0; ky < p->k; ky++) {
-                    int iy = oy * p->stride - p->pad + ky;
-                    if (iy < 0 || iy >= in.h) continue;
-                    for (int kx = 0; kx < p->k; kx++) {
-                        int ix = ox * p->stride - p->pad + kx;
-                        if (ix < 0 || ix >= in.w) continue;
-                        float v = x[iy * in.w + ix];
-                        /* NaN propagates, as in PyTorch */
-                        if (bi < 0 || v > best || isnan(v)) {
-                            best = v;
-                            bi = iy * in.w + ix;
-                            if (isnan(v)) goto found;
-                        }
-                    }
-                }
-            found:
+                int i0 = 2 * oy * in.w + 2 * ox, bi = i0;
+                float best = r0[2 * ox];
+                if (r0[2 * ox + 1] > best || r0[2 * ox + 1] != r0[2 * ox + 1]) { best = r0[2 * ox + 1]; bi = i0 + 1; }
+                if (r1[2 * ox] > best || r1[2 * ox] != r1[2 * ox]) { best = r1[2 * ox]; bi = i0 + in.w; }
+                if (r1[2 * ox + 1] > best || r1[2 * ox + 1] != r1[2 * ox + 1]) { best = r1[2 * ox + 1]; bi = i0 + in.w + 1; }
                 y[oy * out.w + ox] = best;
                 ai[oy * out.w + ox] = bi;
             }
+        }
     }
 }
 

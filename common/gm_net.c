@@ -84,7 +84,7 @@ static gm_status build_nodes(gm_net *n, const gm_net_desc *d, gm_error *err)
                 nd->ins[j] = s < 0 ? in : shapes[s];
             }
             nd->out = shapes[i];
-            nd->view = nd->op.kind == GM_OP_FLATTEN;
+            nd->view = nd->op.kind == GM_OP_FLATTEN && nd->in[0] >= 0; /* the net input is not a node */
         }
         n->blocks[b] = *blk;
         n->block_parent[b] = parent;

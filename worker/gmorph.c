@@ -200,8 +200,10 @@ static int cmd_train(int argc, char **argv)
         rc = fail("setup", &err);
         goto done;
     }
-    printf("gmorph train: %s, %zu parameters, %.1f MFLOP per image, %d training and %d test images, %d threads\n",
-           a.arch, gm_net_nparams(net), (double)gm_net_flops(net) / 1e6, train.n, test.n, a.threads);
+    printf("gmorph train: %s, %zu parameters, %.1f MFLOP per image, %d training and %d test images, "
+           "%d threads, OpenBLAS kernels %s\n",
+           a.arch, gm_net_nparams(net), (double)gm_net_flops(net) / 1e6, train.n, test.n, a.threads,
+           gm_backend_cpu_blas_core());
     fflush(stdout);
     gm_train_opts o = {.epochs = a.epochs, .batch = a.batch, .optimizer = upd, .seed = a.seed,
                        .mean = FASHION_MEAN, .std = FASHION_STD, .report_every_s = 0.5,

@@ -108,9 +108,9 @@ static int cmd_train(const gm_model *m, int threads)
     double ms;
     gm_measure_latency(net, 20, 201, &ms, &err);
     printf("{\"impl\":\"gmorph\",\"threads\":%d,\"images_per_s\":%.1f,\"latency_ms\":%.4f,"
-           "\"peak_mb\":%.1f,\"params\":%zu,\"mflop\":%.2f}\n",
+           "\"peak_mb\":%.1f,\"params\":%zu,\"mflop\":%.2f,\"blas_core\":\"%s\"}\n",
            threads, rates[ROUNDS / 2], ms, (double)(rss1 - rss0) / 1024.0, gm_net_nparams(net),
-           (double)gm_net_flops(net) / 1e6);
+           (double)gm_net_flops(net) / 1e6, gm_backend_cpu_blas_core());
     free(x);
     gm_optim_free(opt);
     gm_net_free(net);
@@ -146,7 +146,8 @@ static int cmd_gemm(const gm_model *m, int threads)
     double peak = 2.0 * N * N * N / t / 1e9;
     openblas_set_num_threads(1);
     free(a); free(b); free(c);
-    printf("{\"sgemm_peak_gflops\":%.1f,\"threads\":%d}\n", peak, threads);
+    printf("{\"sgemm_peak_gflops\":%.1f,\"threads\":%d,\"blas_core\":\"%s\"}\n", peak, threads,
+           gm_backend_cpu_blas_core());
     gm_shape cur = m->input;
     for (int bl = 0; bl < m->nblocks; bl++) {
         const gm_block *blk = &m->blocks[bl];
