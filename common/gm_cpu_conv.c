@@ -57,9 +57,46 @@ static void valid_cols(const gm_conv_dims *d, int kx, int *lo, int *hi)
     *hi = h;
 }
 
+/*
+ * im2col of a "same" stride-1 convolution: each row of col is the image shifted
+ * by (ky-p, kx-p), so one copy per plane plus zeroed border columns replaces a
+ * copy per image row (the hot case: every 3x3 pad-1 layer).
+ */
+static void im2col_same(const gm_conv_dims *d, const float *x, int g, float *col, int cols)
+{
+    const int k = d->k, p = d->pad, w = d->w, hw = d->h * d->w;
+    for (int ci = 0; ci < d->cin; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const int shift = (ky - p) * w + (kx - p);
+                const int lo = shift < 0 ? -shift : 0, hi = shift > 0 ? hw - shift : hw;
+                for (int gi = 0; gi < g; gi++) {
+                    const float *src = x + ((size_t)gi * d->cin + ci) * (size_t)hw;
+                    float *o = col + (size_t)((ci * k + ky) * k + kx) * (size_t)cols + (size_t)gi * hw;
+                    if (lo >= hi) {
+                        memset(o, 0, sizeof(float) * (size_t)hw);
+                        continue;
+                    }
+                    memset(o, 0, sizeof(float) * (size_t)lo);
+                    memcpy(o + lo, src + lo + shift, sizeof(float) * (size_t)(hi - lo));
+                    memset(o + hi, 0, sizeof(float) * (size_t)(hw - hi));
+                    /* columns whose source lies left or right of the image (they wrapped rows) */
+                    for (int oy = 0; oy < d->h; oy++) {
+                        float *r = o + (size_t)oy * w;
+                        for (int ox = 0; ox < p - kx; ox++) r[ox] = 0.0f;
+                        for (int ox = w - (kx - p); ox < w; ox++) r[ox] = 0.0f;
+                    }
+                }
+            }
+}
+
 static void im2col(const gm_conv_dims *d, const float *x, int g, float *col, int cols)
 {
     const int k = d->k, s = d->stride, p = d->pad, hw = d->ho * d->wo;
+    if (s == 1 && d->ho == d->h && d->wo == d->w) {
+        im2col_same(d, x, g, col, cols);
+        return;
+    }
     for (int ci = 0; ci < d->cin; ci++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
