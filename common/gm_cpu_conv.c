@@ -125,9 +125,38 @@ static void im2col(const gm_conv_dims *d, const float *x, int g, float *col, int
             }
 }
 
-static void col2im_add(const gm_conv_dims *d, const float *col, int g, float *dx, int cols)
+/* The transpose of im2col_same: zero the wrapped border columns of col (scratch),
+ * then add each shifted plane back with one contiguous, vectorised loop. */
+static void col2im_same(const gm_conv_dims *d, float *col, int g, float *dx, int cols)
+{
+    const int k = d->k, p = d->pad, w = d->w, hw = d->h * d->w;
+    for (int gi = 0; gi < g; gi++)
+        for (int ci = 0; ci < d->cin; ci++) {
+            float *img = dx + ((size_t)gi * d->cin + ci) * (size_t)hw;
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    const int shift = (ky - p) * w + (kx - p);
+                    const int lo = shift < 0 ? -shift : 0, hi = shift > 0 ? hw - shift : hw;
+                    float *o = col + (size_t)((ci * k + ky) * k + kx) * (size_t)cols + (size_t)gi * hw;
+                    if (kx != p)
+                        for (int oy = 0; oy < d->h; oy++) {
+                            float *r = o + (size_t)oy * w;
+                            for (int ox = 0; ox < p - kx; ox++) r[ox] = 0.0f;
+                            for (int ox = w - (kx - p); ox < w; ox++) r[ox] = 0.0f;
+                        }
+#pragma omp simd
+                    for (int j = lo; j < hi; j++) img[j + shift] += o[j];
+                }
+        }
+}
+
+static void col2im_add(const gm_conv_dims *d, float *col, int g, float *dx, int cols)
 {
     const int k = d->k, s = d->stride, p = d->pad, hw = d->ho * d->wo;
+    if (s == 1 && d->ho == d->h && d->wo == d->w) {
+        col2im_same(d, col, g, dx, cols);
+        return;
+    }
     for (int gi = 0; gi < g; gi++)
         for (int ci = 0; ci < d->cin; ci++) {
             float *img = dx + ((size_t)gi * d->cin + ci) * (size_t)(d->h * d->w);
@@ -142,7 +171,10 @@ static void col2im_add(const gm_conv_dims *d, const float *col, int g, float *dx
                         if (iy < 0 || iy >= d->h) continue;
                         float *row = img + (size_t)iy * d->w;
                         const float *o = src + (size_t)oy * d->wo;
-                        for (int ox = lo; ox < hi; ox++) row[ox * s + kx - p] += o[ox];
+                        if (s == 1)
+                            for (int ox = lo; ox < hi; ox++) row[ox + kx - p] += o[ox];
+                        else
+                            for (int ox = lo; ox < hi; ox++) row[ox * s + kx - p] += o[ox];
                     }
                 }
         }
