@@ -117,6 +117,8 @@ static void im2col(const gm_conv_dims *d, const float *x, int g, float *col, int
                         for (int ox = 0; ox < lo; ox++) o[ox] = 0.0f;
                         if (s == 1)
                             memcpy(o + lo, row + lo + off, sizeof(float) * (size_t)(hi - lo));
+                        else if (s == 2) /* a constant stride lets the compiler vectorise */
+                            for (int ox = lo; ox < hi; ox++) o[ox] = row[2 * ox + off];
                         else
                             for (int ox = lo; ox < hi; ox++) o[ox] = row[ox * s + off];
                         for (int ox = hi; ox < d->wo; ox++) o[ox] = 0.0f;
@@ -173,6 +175,8 @@ static void col2im_add(const gm_conv_dims *d, float *col, int g, float *dx, int 
                         const float *o = src + (size_t)oy * d->wo;
                         if (s == 1)
                             for (int ox = lo; ox < hi; ox++) row[ox + kx - p] += o[ox];
+                        else if (s == 2)
+                            for (int ox = lo; ox < hi; ox++) row[2 * ox + kx - p] += o[ox];
                         else
                             for (int ox = lo; ox < hi; ox++) row[ox * s + kx - p] += o[ox];
                     }

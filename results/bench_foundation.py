@@ -28,8 +28,11 @@ NETS = [  # name, arch, widths, input, classes
 ]
 
 
+CHILD_ENV = dict(os.environ)
+
+
 def run_json(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=CHILD_ENV).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
@@ -39,7 +42,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", default=os.path.join(HERE, "foundation.md"))
+    ap.add_argument("--keep-blas-core", action="store_true",
+                    help="keep OPENBLAS_CORETYPE from the environment (default: let OpenBLAS detect the CPU)")
     args = ap.parse_args()
+    if not args.keep_blas_core:
+        CHILD_ENV.pop("OPENBLAS_CORETYPE", None)
     bench = os.path.join(args.build, "gmorph-bench")
     env_note = os.environ.get("OMP_WAIT_POLICY", "default")
     rows, shares = [], []
@@ -59,7 +66,7 @@ def main():
                        g_ips=med(ours, "images_per_s"), t_ips=med(theirs, "images_per_s"),
                        g_lat=med(ours, "latency_ms"), t_lat=med(theirs, "latency_ms"),
                        g_mem=med(ours, "peak_mb"), t_mem=med(theirs, "peak_mb"),
-                       torch=theirs[0]["impl"])
+                       torch=theirs[0]["impl"], blas=ours[0]["blas_core"])
             rows.append(row)
             print(json.dumps(row), flush=True)
         if shape == "3,32,32" or arch.startswith("vgg"):
@@ -74,9 +81,12 @@ def write(args, rows, shares, env_note):
                            capture_output=True, text=True).stdout.strip()
     with open(args.out, "w") as f:
         f.write("# Foundation benchmark: gmorph CPU engine against PyTorch\n\n")
-        f.write("Made by `results/bench_foundation.py %s --repeats %d` at commit `%s`%s on %s, %s, %d cores.\n\n" % (
-            args.build, args.repeats, commit, " (with local changes)" if dirty else "",
+        f.write("Made by `results/bench_foundation.py %s --repeats %d%s` at commit `%s`%s on %s, %s, %d cores.\n\n" % (
+            args.build, args.repeats, " --keep-blas-core" if args.keep_blas_core else "", commit, " (with local changes)" if dirty else "",
             time.strftime("%Y-%m-%d"), platform.processor() or platform.machine(), os.cpu_count()))
+        f.write("OpenBLAS kernels: %s (%s). " % (rows[0]["blas"] if rows else "?",
+                "OPENBLAS_CORETYPE as in the environment" if args.keep_blas_core else
+                "detected by OpenBLAS; OPENBLAS_CORETYPE removed from the environment"))
         f.write("Each cell alternates %d gmorph runs and %d PyTorch runs (%s) in the same session; "
                 "the numbers are medians. Training: batch 64, forward + backward + Adam step, images/s "
                 "(higher is better). Latency: batch 1, eval mode, median of 201 after 20 warm-up runs "
