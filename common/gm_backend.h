@@ -25,6 +25,8 @@ typedef struct {
     gm_shape in[2], out; /* per-sample shapes; in[1] only for ADD */
     int batch;
     int train;           /* 1: batch statistics and dropout; 0: inference */
+    int relu_after;      /* BATCHNORM2D only: y = max(0, bn(x)), and dy is masked by y > 0
+                            before back-propagating (a ReLU folded in by the executor) */
     const float *x[2];   /* inputs, batch * numel(in[i]) */
     float *y;            /* output, batch * numel(out) */
     const float *w;      /* parameters (weights then bias, or gamma then beta); NULL if none */

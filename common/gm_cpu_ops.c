@@ -64,15 +64,26 @@ static void bn_forward(const gm_op_args *a, int nt)
         for (int n = 0; n < N; n++) {
             const float *x = a->x[0] + ((size_t)n * C + c) * hw;
             float *y = a->y + ((size_t)n * C + c) * hw;
+            if (a->relu_after) {
 #pragma omp simd
-            for (int i = 0; i < hw; i++) y[i] = x[i] * scale + shift;
+                for (int i = 0; i < hw; i++) {
+                    float v = x[i] * scale + shift;
+                    y[i] = v > 0.0f ? v : 0.0f;
+                }
+            } else {
+#pragma omp simd
+                for (int i = 0; i < hw; i++) y[i] = x[i] * scale + shift;
+            }
         }
     }
 }
 
+/* dL/d(BN output) at i: dy itself, or gated by the folded ReLU's output y. */
+#define BN_DY(i) (relu ? (y[i] > 0.0f ? dy[i] : 0.0f) : dy[i])
+
 static void bn_backward(const gm_op_args *a, int nt)
 {
-    const int C = a->in[0].c, hw = a->in[0].h * a->in[0].w, N = a->batch;
+    const int C = a->in[0].c, hw = a->in[0].h * a->in[0].w, N = a->batch, relu = a->relu_after;
     const float *gamma = a->w;
     const float *saved = a->aux;
     const float m = (float)N * (float)hw;
@@ -89,13 +100,14 @@ static void bn_backward(const gm_op_args *a, int nt)
         }
         double sdy = 0.0, sdyx = 0.0;
         for (int n = 0; n < N; n++) {
-            const float *x = a->x[0] + ((size_t)n * C + c) * hw;
-            const float *dy = a->dy + ((size_t)n * C + c) * hw;
+            const size_t off = ((size_t)n * C + c) * hw;
+            const float *x = a->x[0] + off, *dy = a->dy + off, *y = a->y + off;
             float ps = 0.0f, psx = 0.0f;
 #pragma omp simd reduction(+ : ps, psx)
             for (int i = 0; i < hw; i++) {
-                ps += dy[i];
-                psx += dy[i] * (x[i] - mean);
+                float g = BN_DY(i);
+                ps += g;
+                psx += g * (x[i] - mean);
             }
             sdy += ps;
             sdyx += (double)psx * invstd;
@@ -106,16 +118,18 @@ static void bn_backward(const gm_op_args *a, int nt)
         const float k = gamma[c] * invstd;
         /* In eval mode the statistics are constants, so only the direct term remains. */
         const float mdy = a->train ? (float)sdy / m : 0.0f, mdyx = a->train ? (float)sdyx / m : 0.0f;
+        const float kx = k * invstd * mdyx, k0 = k * mdy;
         for (int n = 0; n < N; n++) {
-            const float *x = a->x[0] + ((size_t)n * C + c) * hw;
-            const float *dy = a->dy + ((size_t)n * C + c) * hw;
-            float *dx = a->dx[0] + ((size_t)n * C + c) * hw;
-            const float kx = k * invstd * mdyx, k0 = k * mdy;
+            const size_t off = ((size_t)n * C + c) * hw;
+            const float *x = a->x[0] + off, *dy = a->dy + off, *y = a->y + off;
+            float *dx = a->dx[0] + off;
 #pragma omp simd
-            for (int i = 0; i < hw; i++) dx[i] += k * dy[i] - k0 - (x[i] - mean) * kx;
+            for (int i = 0; i < hw; i++) dx[i] += k * BN_DY(i) - k0 - (x[i] - mean) * kx;
         }
     }
 }
+
+#undef BN_DY
 
 /* ---- element-wise ------------------------------------------------------- */
 

@@ -3,13 +3,15 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* One op of the flattened graph, with its place in every slab. */
 typedef struct {
     gm_op op;
     int in[2];           /* producer node, or -1 for the net input */
     gm_shape ins[2], out;
-    int view;            /* output aliases input 0 (flatten): no memory of its own */
+    int view;            /* output aliases input 0 (flatten, fused ReLU): no memory of its own */
+    int relu_after;      /* a BatchNorm whose only consumer, a ReLU, is folded into it */
     int is_output;
     size_t act;          /* offset in floats into acts (also into act_grads) */
     size_t aux;          /* offset in bytes into saved */
@@ -92,6 +94,29 @@ static gm_status build_nodes(gm_net *n, const gm_net_desc *d, gm_error *err)
         n->block_in[b] = in;
     }
     return GM_OK;
+}
+
+/*
+ * Folds a ReLU into the BatchNorm before it when the BN feeds nothing else:
+ * BN then writes max(0, .) and masks its upstream gradient, and the ReLU
+ * becomes a view of the BN's buffers. Saves two passes over the activation
+ * forward and three backward (the pattern of every Conv+BN+ReLU block).
+ */
+static void fuse_bn_relu(gm_net *n)
+{
+    for (int k = 0; k < n->nnodes; k++) {
+        gm_node *nd = &n->nodes[k];
+        int j = nd->in[0];
+        if (nd->op.kind != GM_OP_RELU || j < 0 || nd->is_output) continue;
+        gm_node *bn = &n->nodes[j];
+        if (bn->op.kind != GM_OP_BATCHNORM2D || bn->is_output) continue;
+        int consumers = 0;
+        for (int c = j + 1; c < n->nnodes; c++)
+            for (int i = 0; i < gm_op_ninputs(&n->nodes[c].op); i++) consumers += n->nodes[c].in[i] == j;
+        if (consumers != 1) continue;
+        bn->relu_after = 1;
+        nd->view = 1;
+    }
 }
 
 static void find_outputs(gm_net *n)
@@ -230,6 +255,7 @@ gm_status gm_net_create(gm_net **out, gm_backend *be, const gm_net_desc *desc, i
     if (s == GM_OK) s = build_nodes(n, desc, err);
     if (s == GM_OK) {
         find_outputs(n);
+        fuse_bn_relu(n);
         size_t saved, scratch = plan_memory(n, &saved);
         s = alloc_slabs(n, saved, scratch, err);
     }
@@ -264,7 +290,7 @@ void gm_net_free(gm_net *n)
 static gm_op_args node_args(gm_net *n, gm_node *nd)
 {
     gm_op_args a = {.op = &nd->op, .in = {nd->ins[0], nd->ins[1]}, .out = nd->out,
-                    .batch = n->batch, .train = n->train, .rng = &n->rng};
+                    .batch = n->batch, .train = n->train, .relu_after = nd->relu_after, .rng = &n->rng};
     for (int j = 0; j < gm_op_ninputs(&nd->op); j++)
         a.x[j] = nd->in[j] < 0 ? n->in_buf : n->acts + n->nodes[nd->in[j]].act;
     a.y = n->acts + nd->act;
@@ -274,6 +300,9 @@ static gm_op_args node_args(gm_net *n, gm_node *nd)
     return a;
 }
 
+static void forward_node(gm_net *n, gm_node *nd);
+static void backward_node(gm_net *n, gm_node *nd);
+
 gm_status gm_net_forward(gm_net *n, const float *x, int batch, int train, gm_error *err)
 {
     if (batch < 1 || batch > n->max_batch)
@@ -282,13 +311,69 @@ gm_status gm_net_forward(gm_net *n, const float *x, int batch, int train, gm_err
     n->be->to_device(n->be, n->in_buf, x, sizeof(float) * (size_t)batch * gm_shape_numel(n->input));
     n->batch = batch;
     n->train = train;
-    for (int k = 0; k < n->nnodes; k++) {
-        gm_node *nd = &n->nodes[k];
-        if (nd->view) continue;
-        gm_op_args a = node_args(n, nd);
-        n->be->forward(n->be, &a);
-    }
+    for (int k = 0; k < n->nnodes; k++) forward_node(n, &n->nodes[k]);
     n->have_forward = 1;
+    return GM_OK;
+}
+
+static void forward_node(gm_net *n, gm_node *nd)
+{
+    if (nd->view) return;
+    gm_op_args a = node_args(n, nd);
+    n->be->forward(n->be, &a);
+}
+
+static void backward_node(gm_net *n, gm_node *nd)
+{
+    if (nd->view) return; /* its gradient already lives in its input's buffer */
+    gm_op_args a = node_args(n, nd);
+    a.dy = n->act_grads + nd->act;
+    for (int j = 0; j < gm_op_ninputs(&nd->op); j++)
+        a.dx[j] = nd->in[j] < 0 ? NULL : n->act_grads + n->nodes[nd->in[j]].act;
+    a.dw = a.w ? n->grads + nd->par : NULL;
+    n->be->backward(n->be, &a);
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median seconds of reps runs of nodes [first, last], forward or backward. */
+static double time_nodes(gm_net *n, int first, int last, int backward, int reps, double *t)
+{
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        if (backward)
+            for (int k = last; k >= first; k--) backward_node(n, &n->nodes[k]);
+        else
+            for (int k = first; k <= last; k++) forward_node(n, &n->nodes[k]);
+        n->be->sync(n->be);
+        t[r] = now_s() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof(double), cmp_double);
+    return t[reps / 2];
+}
+
+gm_status gm_net_time_blocks(gm_net *n, int reps, double *fwd, double *bwd, gm_error *err)
+{
+    if (!n->have_forward)
+        return gm_error_set(err, GM_EINVAL, "net: time_blocks needs a forward pass first");
+    if (reps < 1 || reps > 1000)
+        return gm_error_set(err, GM_EINVAL, "net: %d timing repetitions (1 to 1000)", reps);
+    double t[1000];
+    for (int b = 0, first = 0; b < n->nblocks; first = n->block_last[b] + 1, b++) {
+        fwd[b] = time_nodes(n, first, n->block_last[b], 0, reps, t);
+        if (bwd) bwd[b] = time_nodes(n, first, n->block_last[b], 1, reps, t);
+    }
     return GM_OK;
 }
 
@@ -301,16 +386,7 @@ gm_status gm_net_backward(gm_net *n, gm_error *err)
         if (!nd->view && !nd->is_output)
             n->be->zero(n->be, n->act_grads + nd->act, sizeof(float) * (size_t)n->batch * gm_shape_numel(nd->out));
     }
-    for (int k = n->nnodes - 1; k >= 0; k--) {
-        gm_node *nd = &n->nodes[k];
-        if (nd->view) continue; /* its gradient already lives in its input's buffer */
-        gm_op_args a = node_args(n, nd);
-        a.dy = n->act_grads + nd->act;
-        for (int j = 0; j < gm_op_ninputs(&nd->op); j++)
-            a.dx[j] = nd->in[j] < 0 ? NULL : n->act_grads + n->nodes[nd->in[j]].act;
-        a.dw = a.w ? n->grads + nd->par : NULL;
-        n->be->backward(n->be, &a);
-    }
+    for (int k = n->nnodes - 1; k >= 0; k--) backward_node(n, &n->nodes[k]);
     return GM_OK;
 }
 

@@ -78,6 +78,15 @@ size_t gm_net_nbuffers(const gm_net *net);
 size_t gm_net_block_param_offset(const gm_net *net, int b);
 size_t gm_net_block_buffer_offset(const gm_net *net, int b);
 
+/*
+ * Per-block cost of the last forward (and backward, if train) on the same batch:
+ * every block's ops are run again reps times and the median wall time of each
+ * block, in seconds, goes to fwd[b] and bwd[b] (bwd may be NULL). Measures the
+ * latency table the search uses to predict a fused graph's cost; it repeats the
+ * dropout draws and BN statistic updates of the timed forwards.
+ */
+gm_status gm_net_time_blocks(gm_net *net, int reps, double *fwd, double *bwd, gm_error *err);
+
 int gm_net_nblocks(const gm_net *net);
 const gm_block *gm_net_block(const gm_net *net, int b);
 gm_shape gm_net_block_input_shape(const gm_net *net, int b);

@@ -4,6 +4,8 @@
  *   gmorph-bench arch  ARCH WIDTHS C,H,W CLASSES      the architecture as JSON
  *   gmorph-bench train ARCH WIDTHS C,H,W CLASSES THREADS
  *        training images/s (batch 64, Adam), batch-1 latency, peak memory
+ *   gmorph-bench profile ARCH WIDTHS C,H,W CLASSES THREADS
+ *        every block's forward and backward time in a training step (batch 64)
  *   gmorph-bench gemm  ARCH WIDTHS C,H,W CLASSES THREADS
  *        OpenBLAS sgemm peak and every convolution's forward GFLOP/s (batch 64)
  *
@@ -180,6 +182,36 @@ static int cmd_gemm(const gm_model *m, int threads)
     return 0;
 }
 
+static int cmd_profile(const gm_model *m, int threads)
+{
+    gm_error err;
+    gm_backend *be;
+    gm_net *net;
+    gm_net_desc d = gm_model_desc(m);
+    if (gm_backend_cpu_create(&be, threads, &err) || gm_net_create(&net, be, &d, BATCH, 1, &err)) {
+        fprintf(stderr, "gmorph-bench: %s\n", err.msg);
+        return 1;
+    }
+    size_t numel = gm_shape_numel(m->input);
+    float *x = malloc(sizeof(float) * BATCH * numel);
+    gm_rng rng;
+    gm_rng_seed(&rng, 1);
+    for (size_t i = 0; i < BATCH * numel; i++) x[i] = gm_rng_normal(&rng);
+    double fwd[GM_MODEL_MAX_BLOCKS], bwd[GM_MODEL_MAX_BLOCKS];
+    gm_net_forward(net, x, BATCH, 1, &err);
+    gm_net_time_blocks(net, 9, fwd, bwd, &err);
+    for (int b = 0; b < m->nblocks; b++) {
+        gm_shape in = gm_net_block_input_shape(net, b);
+        printf("{\"block\":%d,\"kind\":\"%s\",\"in\":[%d,%d,%d],\"mflop\":%.2f,\"fwd_ms\":%.3f,\"bwd_ms\":%.3f}\n",
+               b, gm_block_kind_name(m->blocks[b].kind), in.c, in.h, in.w,
+               (double)gm_block_flops(&m->blocks[b], in) * BATCH / 1e6, fwd[b] * 1e3, bwd[b] * 1e3);
+    }
+    free(x);
+    gm_net_free(net);
+    gm_backend_free(be);
+    return 0;
+}
+
 static int parse_list(const char *s, int *v, int max)
 {
     int n = 0;
@@ -215,6 +247,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "train")) return cmd_train(&m, threads);
     if (!strcmp(argv[1], "gemm")) return cmd_gemm(&m, threads);
+    if (!strcmp(argv[1], "profile")) return cmd_profile(&m, threads);
     fprintf(stderr, "gmorph-bench: unknown command %s\n", argv[1]);
     return 2;
 }
