@@ -42,7 +42,12 @@ static size_t per_thread_floats(const gm_conv_dims *d, int g)
 
 size_t gm_cpu_conv_scratch_floats(const gm_conv_dims *d, int nt)
 {
-    return per_thread_floats(d, chunk_images(d, nt)) * (size_t)nt;
+    size_t gemm = per_thread_floats(d, chunk_images(d, nt)) * (size_t)nt;
+    size_t direct = gm_cpu_conv_direct_ok(d) ? gm_cpu_conv_direct_scratch_floats(d, nt) : 0;
+    size_t wgt = gm_cpu_conv_direct_weights_ok(d) ? gm_cpu_conv_direct_weights_scratch_floats(d, nt) : 0;
+    /* the paths never run at the same time, so they share one region */
+    size_t m = gemm > direct ? gemm : direct;
+    return m > wgt ? m : wgt;
 }
 
 /* The output columns [lo, hi) whose input column ox*s - p + kx lies inside the image. */
@@ -189,6 +194,10 @@ static int is_pointwise(const gm_conv_dims *d) { return d->k == 1 && d->stride =
 void gm_cpu_conv_forward(const gm_conv_dims *d, const float *x, const float *w, const float *b,
                          float *y, float *scratch, int nt)
 {
+    if (gm_cpu_conv_direct_ok(d)) {
+        gm_cpu_conv_direct_forward(d, x, w, b, y, scratch, nt);
+        return;
+    }
     const int hw = d->ho * d->wo, kdim = d->cin * d->k * d->k;
     const int g = chunk_images(d, nt), nchunks = (d->n + g - 1) / g;
     const size_t per = per_thread_floats(d, g);
@@ -271,6 +280,12 @@ void gm_cpu_conv_backward(const gm_conv_dims *d, const float *x, const float *w,
     const int g = chunk_images(d, nt), nchunks = (d->n + g - 1) / g;
     const size_t per = per_thread_floats(d, g), nw = (size_t)d->cout * kdim;
     const size_t part_off = (size_t)kdim * (size_t)g * hw + (size_t)d->cout * (size_t)g * hw;
+    if (gm_cpu_conv_direct_ok(d)) { /* the direct path, one pass per gradient */
+        if (gm_cpu_conv_direct_weights_ok(d)) gm_cpu_conv_direct_backward_weights(d, x, dy, dw, db, scratch, nt);
+        if (dx) gm_cpu_conv_direct_backward_data(d, w, dy, dx, scratch, nt);
+        if (gm_cpu_conv_direct_weights_ok(d)) return;
+        dx = NULL; /* 5x5 and larger: weights by GEMM below */
+    }
 
 #pragma omp parallel num_threads(nt)
     {

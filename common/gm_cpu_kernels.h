@@ -32,6 +32,20 @@ void gm_cpu_conv_forward(const gm_conv_dims *d, const float *x, const float *w, 
 void gm_cpu_conv_backward(const gm_conv_dims *d, const float *x, const float *w, const float *dy,
                           float *dx, float *dw, float *db, float *scratch, int nt);
 
+/* The direct path (gm_cpu_conv_direct.c) for "same" stride-1 convolutions. */
+int gm_cpu_conv_direct_ok(const gm_conv_dims *d);
+size_t gm_cpu_conv_direct_scratch_floats(const gm_conv_dims *d, int nt);
+void gm_cpu_conv_direct_forward(const gm_conv_dims *d, const float *x, const float *w, const float *b,
+                                float *y, float *scratch, int nt);
+/* dw += dL/dw, db += dL/db (db may be NULL); 3x3 only (weights_ok). */
+int gm_cpu_conv_direct_weights_ok(const gm_conv_dims *d);
+size_t gm_cpu_conv_direct_weights_scratch_floats(const gm_conv_dims *d, int nt);
+void gm_cpu_conv_direct_backward_weights(const gm_conv_dims *d, const float *x, const float *dy, float *dw,
+                                         float *db, float *scratch, int nt);
+/* dx += dL/dx */
+void gm_cpu_conv_direct_backward_data(const gm_conv_dims *d, const float *w, const float *dy, float *dx,
+                                      float *scratch, int nt);
+
 void gm_cpu_op_forward(const gm_op_args *a, float *scratch, int nt);
 void gm_cpu_op_backward(const gm_op_args *a, float *scratch, int nt);
 size_t gm_cpu_op_aux_bytes(const gm_op *op, gm_shape in, gm_shape out, int batch);

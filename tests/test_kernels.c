@@ -72,7 +72,9 @@ static void test_kernels_vs_reference(void **state)
 {
     int nt = *(int *)*state;
     const kcase cases[] = {
-        {gm_op_conv2d(3, 16, 3, 1, 1, 1), {3, 32, 32}, 4},  /* one image per GEMM */
+        {gm_op_conv2d(3, 16, 3, 1, 1, 1), {3, 32, 32}, 4},  /* direct path, 4-channel tiles */
+        {gm_op_conv2d(5, 7, 5, 1, 2, 1), {5, 20, 19}, 3},   /* direct 5x5, a 3-channel tail tile */
+        {gm_op_conv2d(4, 6, 3, 2, 1, 1), {4, 40, 40}, 2},   /* strided: one image per GEMM */
         {gm_op_conv2d(16, 24, 3, 1, 1, 0), {16, 8, 8}, 9},  /* chunks of 8 images, a ragged tail */
         {gm_op_conv2d(8, 8, 3, 2, 1, 0), {8, 9, 9}, 5},
         {gm_op_conv2d(16, 8, 1, 1, 0, 1), {16, 24, 24}, 3}, /* direct 1x1 */
