@@ -183,14 +183,18 @@ typedef struct {
     size_t xs, ds; /* floats per channel of the stacked x and dy */
 } wplan;
 
-enum { WCOLS = 4096 }; /* pixels per stack: long enough to amortise the reductions */
+/* Pixels per stack: long enough to amortise the reductions, short enough that the
+ * stacked x and dy of all channels (re-read for every tap row) stay in L2. */
+enum { WCOLS = 4096, WFLOATS_L2 = 1 << 17 };
 
 static wplan wplan_of(const gm_conv_dims *d, int nt)
 {
     wplan q = {d->cin, d->cout, d->h, d->w, 1, d->w + 2, 1, 0, 0, 0, 0};
     q.P = (size_t)(d->h + 2) * q.wp;
     int fair = (d->n + nt - 1) / nt;
-    q.g = (int)((WCOLS + q.P - 1) / q.P);
+    size_t cols = (size_t)WFLOATS_L2 / (size_t)(d->cin + d->cout);
+    if (cols > WCOLS) cols = WCOLS;
+    q.g = (int)((cols + q.P - 1) / q.P);
     if (q.g > fair) q.g = fair;
     if (q.g < 1) q.g = 1;
     q.run = ((size_t)q.g * q.P + 15) & ~(size_t)15;
@@ -267,7 +271,11 @@ static void stack_images(const wplan *q, const float *x, const float *dy, int gc
     }
 }
 
-int gm_cpu_conv_direct_weights_ok(const gm_conv_dims *d) { return d->k == 3 && gm_cpu_conv_direct_ok(d); }
+/* Wide layers re-read too much per reduction; GEMM's weight gradient wins there. */
+int gm_cpu_conv_direct_weights_ok(const gm_conv_dims *d)
+{
+    return d->k == 3 && d->cin + d->cout <= 128 && gm_cpu_conv_direct_ok(d);
+}
 
 size_t gm_cpu_conv_direct_weights_scratch_floats(const gm_conv_dims *d, int nt)
 {
