@@ -9,6 +9,9 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "gm_cpu_kernels.h"
 
@@ -192,6 +195,49 @@ static void dropout_backward(const gm_op_args *a, size_t n, int nt)
 
 /* ---- pooling ------------------------------------------------------------ */
 
+/*
+ * The 2x2 stride-2 pool (VGG's) keeps no argmax: forward is a plain vectorised
+ * max, and backward finds the winner again as the first element equal to the
+ * output (or the first NaN), which is the element PyTorch picks.
+ */
+static int is_pool2x2(const gm_pool_params *p) { return p->k == 2 && p->stride == 2 && p->pad == 0; }
+
+static inline float max_nan(float m, float v) { return (v > m) | (v != v) ? v : m; }
+
+#if defined(__AVX512F__)
+/* Maps are narrow (14 outputs per row at 28x28), too short for the compiler's
+ * vector loop, so: masked loads of both rows, even/odd lanes split, masked store. */
+static void pool2x2_row(const float *r0, const float *r1, float *yo, int ow)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    for (int ox = 0; ox < ow; ox += 16) {
+        int n = ow - ox < 16 ? ow - ox : 16, lo = 2 * n < 16 ? 2 * n : 16, hi = 2 * n - lo;
+        __mmask16 mlo = (__mmask16)((1u << lo) - 1u), mhi = (__mmask16)((1u << hi) - 1u);
+        __m512 m = _mm512_setzero_ps();
+        const float *rows[2] = {r0 + 2 * ox, r1 + 2 * ox};
+        for (int r = 0; r < 2; r++) {
+            __m512 a = _mm512_maskz_loadu_ps(mlo, rows[r]), b = _mm512_maskz_loadu_ps(mhi, rows[r] + 16);
+            __m512 e = _mm512_permutex2var_ps(a, even, b), o = _mm512_permutex2var_ps(a, odd, b);
+            __m512 v = r == 0 ? e : _mm512_max_ps(m, e);
+            /* _mm512_max_ps drops NaNs; put them back so NaN propagates */
+            if (r) v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(e, e, _CMP_UNORD_Q), v, e);
+            if (r) v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q), v, m);
+            __m512 w = _mm512_max_ps(v, o);
+            w = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(o, o, _CMP_UNORD_Q), w, o);
+            m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), w, v);
+        }
+        _mm512_mask_storeu_ps(yo + ox, (__mmask16)((1u << n) - 1u), m);
+    }
+}
+#else
+static void pool2x2_row(const float *r0, const float *r1, float *yo, int ow)
+{
+    for (int ox = 0; ox < ow; ox++)
+        yo[ox] = max_nan(max_nan(max_nan(r0[2 * ox], r0[2 * ox + 1]), r1[2 * ox]), r1[2 * ox + 1]);
+}
+#endif
+
 /* Max of one window, with its flat index; NaN wins, as in PyTorch. */
 static inline float window_max(const float *x, gm_shape in, const gm_pool_params *p, int oy, int ox,
                                int32_t *arg)
@@ -224,29 +270,20 @@ static void maxpool_forward(const gm_op_args *a, int nt)
     const gm_pool_params *p = &a->op->p.pool;
     const gm_shape in = a->in[0], out = a->out;
     const int planes = a->batch * in.c;
-    const int fast = p->k == 2 && p->stride == 2 && p->pad == 0; /* the VGG pool: no bounds checks */
+    const int fast = is_pool2x2(p);
     int32_t *arg = a->aux;
 #pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * gm_shape_numel(out) >= GM_PAR_MIN / 4)
     for (int pl = 0; pl < planes; pl++) {
         const float *x = a->x[0] + (size_t)pl * in.h * in.w;
         float *y = a->y + (size_t)pl * out.h * out.w;
-        int32_t *ai = arg + (size_t)pl * out.h * out.w;
+        int32_t *ai = fast ? NULL : arg + (size_t)pl * out.h * out.w;
         for (int oy = 0; oy < out.h; oy++) {
             if (!fast) {
                 for (int ox = 0; ox < out.w; ox++)
                     y[oy * out.w + ox] = window_max(x, in, p, oy, ox, &ai[oy * out.w + ox]);
                 continue;
             }
-            const float *r0 = x + 2 * oy * in.w, *r1 = r0 + in.w;
-            for (int ox = 0; ox < out.w; ox++) {
-                int i0 = 2 * oy * in.w + 2 * ox, bi = i0;
-                float best = r0[2 * ox];
-                if (r0[2 * ox + 1] > best || r0[2 * ox + 1] != r0[2 * ox + 1]) { best = r0[2 * ox + 1]; bi = i0 + 1; }
-                if (r1[2 * ox] > best || r1[2 * ox] != r1[2 * ox]) { best = r1[2 * ox]; bi = i0 + in.w; }
-                if (r1[2 * ox + 1] > best || r1[2 * ox + 1] != r1[2 * ox + 1]) { best = r1[2 * ox + 1]; bi = i0 + in.w + 1; }
-                y[oy * out.w + ox] = best;
-                ai[oy * out.w + ox] = bi;
-            }
+            pool2x2_row(x + 2 * oy * in.w, x + (2 * oy + 1) * in.w, y + oy * out.w, out.w);
         }
     }
 }
@@ -256,12 +293,26 @@ static void maxpool_backward(const gm_op_args *a, int nt)
     const gm_shape in = a->in[0], out = a->out;
     const int planes = a->batch * in.c, nout = out.h * out.w;
     const int32_t *arg = a->aux;
+    const int fast = is_pool2x2(&a->op->p.pool);
 #pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * nout >= GM_PAR_MIN / 4)
     for (int pl = 0; pl < planes; pl++) {
         float *dx = a->dx[0] + (size_t)pl * in.h * in.w;
-        const float *dy = a->dy + (size_t)pl * nout;
-        const int32_t *ai = arg + (size_t)pl * nout;
-        for (int i = 0; i < nout; i++) dx[ai[i]] += dy[i];
+        const float *dy = a->dy + (size_t)pl * nout, *x = a->x[0] + (size_t)pl * in.h * in.w;
+        const float *y = a->y + (size_t)pl * nout;
+        if (!fast) {
+            const int32_t *ai = arg + (size_t)pl * nout;
+            for (int i = 0; i < nout; i++) dx[ai[i]] += dy[i];
+            continue;
+        }
+        for (int oy = 0; oy < out.h; oy++)
+            for (int ox = 0; ox < out.w; ox++) {
+                const int i0 = 2 * oy * in.w + 2 * ox, o = oy * out.w + ox;
+                const int cand[4] = {i0, i0 + 1, i0 + in.w, i0 + in.w + 1};
+                const float m = y[o];
+                int k = 0;
+                while (k < 3 && !(x[cand[k]] == m || (m != m && x[cand[k]] != x[cand[k]]))) k++;
+                dx[cand[k]] += dy[o];
+            }
     }
 }
 
@@ -369,7 +420,8 @@ size_t gm_cpu_op_aux_bytes(const gm_op *op, gm_shape in, gm_shape out, int batch
     (void)in;
     switch (op->kind) {
     case GM_OP_BATCHNORM2D: return 2 * sizeof(float) * (size_t)op->p.bn.c;
-    case GM_OP_MAXPOOL2D: return sizeof(int32_t) * (size_t)batch * gm_shape_numel(out);
+    case GM_OP_MAXPOOL2D:
+        return is_pool2x2(&op->p.pool) ? 0 : sizeof(int32_t) * (size_t)batch * gm_shape_numel(out);
     case GM_OP_DROPOUT: return sizeof(float) * (size_t)batch * gm_shape_numel(out);
     default: return 0;
     }

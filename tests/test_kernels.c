@@ -3,6 +3,7 @@
  * enough to take every fast path: chunked and single-image convolutions, the
  * direct 1x1 path, and the multi-threaded loops of the memory-bound ops.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,12 +91,36 @@ static void test_kernels_vs_reference(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], nt);
 }
 
+/* NaN propagates through max pooling, as in PyTorch, on the 2x2 fast path and the general one. */
+static void test_maxpool_nan(void **state)
+{
+    (void)state;
+    gm_backend *be;
+    gm_error err;
+    assert_int_equal(gm_backend_cpu_create(&be, 1, &err), GM_OK);
+    const gm_op ops[2] = {gm_op_maxpool2d(2, 2, 0), gm_op_maxpool2d(3, 2, 1)};
+    for (int k = 0; k < 2; k++) {
+        gm_shape in = {1, 6, 6}, out;
+        assert_int_equal(gm_op_infer(&ops[k], &in, &out, &err), GM_OK);
+        float x[36], y[9];
+        for (int i = 0; i < 36; i++) x[i] = (float)i;
+        x[0] = NAN; /* only in the first window of both pools */
+        int32_t arg[9];
+        gm_op_args a = {.op = &ops[k], .in = {in, in}, .out = out, .batch = 1, .x = {x, NULL}, .y = y, .aux = arg};
+        be->forward(be, &a);
+        assert_true(isnan(y[0]));
+        assert_false(isnan(y[1]));
+    }
+    gm_backend_free(be);
+}
+
 int main(void)
 {
     static int one = 1, two = 2;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate(test_kernels_vs_reference, &one),
         cmocka_unit_test_prestate(test_kernels_vs_reference, &two),
+        cmocka_unit_test(test_maxpool_nan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
