@@ -230,7 +230,57 @@ static void pool2x2_row(const float *r0, const float *r1, float *yo, int ow)
         _mm512_mask_storeu_ps(yo + ox, (__mmask16)((1u << n) - 1u), m);
     }
 }
+
+/* The gradient of one output row goes to the first input of each window equal to
+ * its output (or the first NaN when the output is NaN). */
+static void pool2x2_row_backward(const float *r0, const float *r1, const float *yo, const float *g,
+                                 float *d0, float *d1, int ow)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i lo_half = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi_half = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    for (int ox = 0; ox < ow; ox += 16) {
+        int n = ow - ox < 16 ? ow - ox : 16, lo = 2 * n < 16 ? 2 * n : 16, hi = 2 * n - lo;
+        __mmask16 mlo = (__mmask16)((1u << lo) - 1u), mhi = (__mmask16)((1u << hi) - 1u);
+        __mmask16 mn = (__mmask16)((1u << n) - 1u);
+        __m512 y = _mm512_maskz_loadu_ps(mn, yo + ox), gy = _mm512_maskz_loadu_ps(mn, g + ox);
+        __mmask16 ynan = _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q), taken = 0;
+        const float *rows[2] = {r0 + 2 * ox, r1 + 2 * ox};
+        float *drows[2] = {d0 + 2 * ox, d1 + 2 * ox};
+        for (int r = 0; r < 2; r++) {
+            __m512 a = _mm512_maskz_loadu_ps(mlo, rows[r]), b = _mm512_maskz_loadu_ps(mhi, rows[r] + 16);
+            __m512 v[2] = {_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b)};
+            __m512 gsel[2];
+            for (int c = 0; c < 2; c++) {
+                __mmask16 hit = _mm512_cmp_ps_mask(v[c], y, _CMP_EQ_OQ) |
+                                (ynan & _mm512_cmp_ps_mask(v[c], v[c], _CMP_UNORD_Q));
+                hit &= (__mmask16)~taken;
+                taken |= hit;
+                gsel[c] = _mm512_maskz_mov_ps(hit, gy);
+            }
+            /* interleave the even and odd gradients back into input order */
+            __m512 ga = _mm512_permutex2var_ps(gsel[0], lo_half, gsel[1]);
+            __m512 gb = _mm512_permutex2var_ps(gsel[0], hi_half, gsel[1]);
+            _mm512_mask_storeu_ps(drows[r], mlo, _mm512_add_ps(_mm512_maskz_loadu_ps(mlo, drows[r]), ga));
+            _mm512_mask_storeu_ps(drows[r] + 16, mhi, _mm512_add_ps(_mm512_maskz_loadu_ps(mhi, drows[r] + 16), gb));
+        }
+    }
+}
 #else
+static void pool2x2_row_backward(const float *r0, const float *r1, const float *yo, const float *g,
+                                 float *d0, float *d1, int ow)
+{
+    for (int ox = 0; ox < ow; ox++) {
+        const float *x[4] = {r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1};
+        float *d[4] = {d0 + 2 * ox, d0 + 2 * ox + 1, d1 + 2 * ox, d1 + 2 * ox + 1};
+        const float m = yo[ox];
+        int k = 0;
+        while (k < 3 && !(*x[k] == m || (m != m && *x[k] != *x[k]))) k++;
+        *d[k] += g[ox];
+    }
+}
+
 static void pool2x2_row(const float *r0, const float *r1, float *yo, int ow)
 {
     for (int ox = 0; ox < ow; ox++)
@@ -305,14 +355,8 @@ static void maxpool_backward(const gm_op_args *a, int nt)
             continue;
         }
         for (int oy = 0; oy < out.h; oy++)
-            for (int ox = 0; ox < out.w; ox++) {
-                const int i0 = 2 * oy * in.w + 2 * ox, o = oy * out.w + ox;
-                const int cand[4] = {i0, i0 + 1, i0 + in.w, i0 + in.w + 1};
-                const float m = y[o];
-                int k = 0;
-                while (k < 3 && !(x[cand[k]] == m || (m != m && x[cand[k]] != x[cand[k]]))) k++;
-                dx[cand[k]] += dy[o];
-            }
+            pool2x2_row_backward(x + 2 * oy * in.w, x + (2 * oy + 1) * in.w, y + oy * out.w, dy + oy * out.w,
+                                 dx + 2 * oy * in.w, dx + (2 * oy + 1) * in.w, out.w);
     }
 }
 
