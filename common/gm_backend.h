@@ -6,8 +6,9 @@
  * outside the backend. A backend owns its scratch memory, reserved once before
  * training starts; forward, backward, loss and update calls allocate nothing.
  *
- * Gradient convention: backward ADDS into dx and dw (which the caller zeroes),
- * so an activation read by two ops (a residual input) gets the sum of both.
+ * Gradient convention: backward ADDS into dw and into dx, except where dx_set
+ * says to overwrite dx; so an activation read by two ops (a residual input) gets
+ * the sum of both, and no gradient buffer needs zeroing before backward.
  */
 #ifndef GM_BACKEND_H
 #define GM_BACKEND_H
@@ -36,6 +37,8 @@ typedef struct {
     /* backward only */
     const float *dy;
     float *dx[2];        /* NULL where the gradient is not needed */
+    int dx_set[2];       /* 1: dx[j] holds stale values, so write it instead of adding
+                            (the executor marks the first writer of each buffer) */
     float *dw;
 } gm_op_args;
 

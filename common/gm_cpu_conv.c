@@ -274,15 +274,17 @@ static void conv_backward_chunk(const gm_conv_dims *d, int n0, int gc, int g, co
 }
 
 void gm_cpu_conv_backward(const gm_conv_dims *d, const float *x, const float *w, const float *dy,
-                          float *dx, float *dw, float *db, float *scratch, int nt)
+                          float *dx, int dx_set, float *dw, float *db, float *scratch, int nt)
 {
     const int hw = d->ho * d->wo, kdim = d->cin * d->k * d->k;
     const int g = chunk_images(d, nt), nchunks = (d->n + g - 1) / g;
     const size_t per = per_thread_floats(d, g), nw = (size_t)d->cout * kdim;
     const size_t part_off = (size_t)kdim * (size_t)g * hw + (size_t)d->cout * (size_t)g * hw;
+    if (dx && dx_set && !gm_cpu_conv_direct_ok(d)) /* col2im adds: start from zero */
+        memset(dx, 0, sizeof(float) * (size_t)d->n * (size_t)d->cin * (size_t)(d->h * d->w));
     if (gm_cpu_conv_direct_ok(d)) { /* the direct path, one pass per gradient */
         if (gm_cpu_conv_direct_weights_ok(d)) gm_cpu_conv_direct_backward_weights(d, x, dy, dw, db, scratch, nt);
-        if (dx) gm_cpu_conv_direct_backward_data(d, w, dy, dx, scratch, nt);
+        if (dx) gm_cpu_conv_direct_backward_data(d, w, dy, dx, dx_set, scratch, nt);
         if (gm_cpu_conv_direct_weights_ok(d)) return;
         dx = NULL; /* 5x5 and larger: weights by GEMM below */
     }

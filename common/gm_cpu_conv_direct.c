@@ -144,7 +144,7 @@ void gm_cpu_conv_direct_forward(const gm_conv_dims *d, const float *x, const flo
 }
 
 void gm_cpu_conv_direct_backward_data(const gm_conv_dims *d, const float *w, const float *dy, float *dx,
-                                      float *scratch, int nt)
+                                      int set, float *scratch, int nt)
 {
     /* dx = conv(dy, wt) with wt[ci][co][ky][kx] = w[co][ci][k-1-ky][k-1-kx] */
     const int kk = d->k * d->k;
@@ -164,7 +164,7 @@ void gm_cpu_conv_direct_backward_data(const gm_conv_dims *d, const float *w, con
             float *xo = dx + ((size_t)n * q.cout + ci) * hw;
             const float *o = out + (size_t)ci * q.out_plane;
             for (int oy = 0; oy < q.h; oy++)
-                for (int ox = 0; ox < q.w; ox++) xo[oy * q.w + ox] += o[oy * q.wp + ox];
+                for (int ox = 0; ox < q.w; ox++) xo[oy * q.w + ox] = (set ? 0.0f : xo[oy * q.w + ox]) + o[oy * q.wp + ox];
         }
     }
 }

@@ -28,9 +28,9 @@ size_t gm_cpu_conv_scratch_floats(const gm_conv_dims *d, int nt);
 /* y[n,cout,ho,wo] = conv(x, w[cout,cin,k,k]) + b (b may be NULL). */
 void gm_cpu_conv_forward(const gm_conv_dims *d, const float *x, const float *w, const float *b,
                          float *y, float *scratch, int nt);
-/* dw += dL/dw, db += dL/db (db may be NULL), dx += dL/dx (dx may be NULL). */
+/* dw += dL/dw, db += dL/db (db may be NULL), dx += dL/dx (dx may be NULL; dx = dL/dx if dx_set). */
 void gm_cpu_conv_backward(const gm_conv_dims *d, const float *x, const float *w, const float *dy,
-                          float *dx, float *dw, float *db, float *scratch, int nt);
+                          float *dx, int dx_set, float *dw, float *db, float *scratch, int nt);
 
 /* The direct path (gm_cpu_conv_direct.c) for "same" stride-1 convolutions. */
 int gm_cpu_conv_direct_ok(const gm_conv_dims *d);
@@ -42,9 +42,9 @@ int gm_cpu_conv_direct_weights_ok(const gm_conv_dims *d);
 size_t gm_cpu_conv_direct_weights_scratch_floats(const gm_conv_dims *d, int nt);
 void gm_cpu_conv_direct_backward_weights(const gm_conv_dims *d, const float *x, const float *dy, float *dw,
                                          float *db, float *scratch, int nt);
-/* dx += dL/dx */
+/* dx += dL/dx, or dx = dL/dx when set */
 void gm_cpu_conv_direct_backward_data(const gm_conv_dims *d, const float *w, const float *dy, float *dx,
-                                      float *scratch, int nt);
+                                      int set, float *scratch, int nt);
 
 void gm_cpu_op_forward(const gm_op_args *a, float *scratch, int nt);
 void gm_cpu_op_backward(const gm_op_args *a, float *scratch, int nt);

@@ -126,8 +126,13 @@ static void bn_backward(const gm_op_args *a, int nt)
             const size_t off = ((size_t)n * C + c) * hw;
             const float *x = a->x[0] + off, *dy = a->dy + off, *y = a->y + off;
             float *dx = a->dx[0] + off;
+            if (a->dx_set[0]) {
 #pragma omp simd
-            for (int i = 0; i < hw; i++) dx[i] += k * BN_DY(i) - k0 - (x[i] - mean) * kx;
+                for (int i = 0; i < hw; i++) dx[i] = k * BN_DY(i) - k0 - (x[i] - mean) * kx;
+            } else {
+#pragma omp simd
+                for (int i = 0; i < hw; i++) dx[i] += k * BN_DY(i) - k0 - (x[i] - mean) * kx;
+            }
         }
     }
 }
@@ -148,8 +153,13 @@ static void relu_backward(const gm_op_args *a, size_t n, int nt)
 {
     const float *y = a->y, *dy = a->dy;
     float *dx = a->dx[0];
+    if (a->dx_set[0]) {
 #pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
-    for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    } else {
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
+        for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    }
 }
 
 static void add_forward(const gm_op_args *a, size_t n, int nt)
@@ -160,8 +170,13 @@ static void add_forward(const gm_op_args *a, size_t n, int nt)
     for (size_t i = 0; i < n; i++) y[i] = x0[i] + x1[i];
 }
 
-static void acc(float *dst, const float *src, size_t n, int nt)
+/* dst = src (set) or dst += src */
+static void acc(float *dst, const float *src, size_t n, int set, int nt)
 {
+    if (set) {
+        if (dst != src) memcpy(dst, src, sizeof(float) * n);
+        return;
+    }
 #pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
 }
@@ -184,11 +199,12 @@ static void dropout_forward(const gm_op_args *a, size_t n)
 static void dropout_backward(const gm_op_args *a, size_t n, int nt)
 {
     if (!a->train) {
-        acc(a->dx[0], a->dy, n, nt);
+        acc(a->dx[0], a->dy, n, a->dx_set[0], nt);
         return;
     }
     const float *mask = a->aux, *dy = a->dy;
     float *dx = a->dx[0];
+    if (a->dx_set[0]) memset(dx, 0, sizeof(float) * n); /* rare op: keep one loop */
 #pragma omp parallel for simd num_threads(nt) schedule(static) if (n >= GM_PAR_MIN)
     for (size_t i = 0; i < n; i++) dx[i] += dy[i] * mask[i];
 }
@@ -234,8 +250,12 @@ static void pool2x2_row(const float *r0, const float *r1, float *yo, int ow)
 /* The gradient of one output row goes to the first input of each window equal to
  * its output (or the first NaN when the output is NaN). */
 static void pool2x2_row_backward(const float *r0, const float *r1, const float *yo, const float *g,
-                                 float *d0, float *d1, int ow)
+                                 float *d0, float *d1, int ow, int iw, int set)
 {
+    if (set && iw > 2 * ow) { /* an odd last column is in no window */
+        d0[iw - 1] = 0.0f;
+        d1[iw - 1] = 0.0f;
+    }
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     const __m512i lo_half = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
@@ -262,15 +282,23 @@ static void pool2x2_row_backward(const float *r0, const float *r1, const float *
             /* interleave the even and odd gradients back into input order */
             __m512 ga = _mm512_permutex2var_ps(gsel[0], lo_half, gsel[1]);
             __m512 gb = _mm512_permutex2var_ps(gsel[0], hi_half, gsel[1]);
-            _mm512_mask_storeu_ps(drows[r], mlo, _mm512_add_ps(_mm512_maskz_loadu_ps(mlo, drows[r]), ga));
-            _mm512_mask_storeu_ps(drows[r] + 16, mhi, _mm512_add_ps(_mm512_maskz_loadu_ps(mhi, drows[r] + 16), gb));
+            if (!set) {
+                ga = _mm512_add_ps(_mm512_maskz_loadu_ps(mlo, drows[r]), ga);
+                gb = _mm512_add_ps(_mm512_maskz_loadu_ps(mhi, drows[r] + 16), gb);
+            }
+            _mm512_mask_storeu_ps(drows[r], mlo, ga);
+            _mm512_mask_storeu_ps(drows[r] + 16, mhi, gb);
         }
     }
 }
 #else
 static void pool2x2_row_backward(const float *r0, const float *r1, const float *yo, const float *g,
-                                 float *d0, float *d1, int ow)
+                                 float *d0, float *d1, int ow, int iw, int set)
 {
+    if (set) {
+        memset(d0, 0, sizeof(float) * (size_t)iw);
+        memset(d1, 0, sizeof(float) * (size_t)iw);
+    }
     for (int ox = 0; ox < ow; ox++) {
         const float *x[4] = {r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1};
         float *d[4] = {d0 + 2 * ox, d0 + 2 * ox + 1, d1 + 2 * ox, d1 + 2 * ox + 1};
@@ -349,14 +377,17 @@ static void maxpool_backward(const gm_op_args *a, int nt)
         float *dx = a->dx[0] + (size_t)pl * in.h * in.w;
         const float *dy = a->dy + (size_t)pl * nout, *x = a->x[0] + (size_t)pl * in.h * in.w;
         const float *y = a->y + (size_t)pl * nout;
+        if (a->dx_set[0] && !fast) memset(dx, 0, sizeof(float) * (size_t)in.h * in.w);
         if (!fast) {
             const int32_t *ai = arg + (size_t)pl * nout;
             for (int i = 0; i < nout; i++) dx[ai[i]] += dy[i];
             continue;
         }
+        if (a->dx_set[0] && in.h % 2) /* an odd last row is in no window */
+            memset(dx + (size_t)(in.h - 1) * in.w, 0, sizeof(float) * (size_t)in.w);
         for (int oy = 0; oy < out.h; oy++)
             pool2x2_row_backward(x + 2 * oy * in.w, x + (2 * oy + 1) * in.w, y + oy * out.w, dy + oy * out.w,
-                                 dx + 2 * oy * in.w, dx + (2 * oy + 1) * in.w, out.w);
+                                 dx + 2 * oy * in.w, dx + (2 * oy + 1) * in.w, out.w, in.w, a->dx_set[0]);
     }
 }
 
@@ -370,6 +401,7 @@ static void avgpool(const gm_op_args *a, int nt, int backward)
 #pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * gm_shape_numel(out) >= GM_PAR_MIN / 4)
     for (int pl = 0; pl < planes; pl++) {
         const size_t ib = (size_t)pl * in.h * in.w, ob = (size_t)pl * out.h * out.w;
+        if (backward && a->dx_set[0]) memset(a->dx[0] + ib, 0, sizeof(float) * (size_t)in.h * in.w);
         for (int oy = 0; oy < out.h; oy++)
             for (int ox = 0; ox < out.w; ox++) {
                 float s = 0.0f, g = backward ? a->dy[ob + oy * out.w + ox] * inv : 0.0f;
@@ -398,7 +430,10 @@ static void gap(const gm_op_args *a, int nt, int backward)
     for (int pl = 0; pl < planes; pl++) {
         if (backward) {
             float g = a->dy[pl] * inv, *dx = a->dx[0] + (size_t)pl * hw;
-            for (int i = 0; i < hw; i++) dx[i] += g;
+            if (a->dx_set[0])
+                for (int i = 0; i < hw; i++) dx[i] = g;
+            else
+                for (int i = 0; i < hw; i++) dx[i] += g;
         } else {
             const float *x = a->x[0] + (size_t)pl * hw;
             float s = 0.0f;
@@ -452,7 +487,8 @@ static void linear_backward(const gm_op_args *a, int nt)
             split((size_t)a->batch, tid, team, &lo, &hi);
             if (hi > lo)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(hi - lo), p->in, p->out, 1.0f,
-                            a->dy + lo * (size_t)p->out, p->out, a->w, p->in, 1.0f, a->dx[0] + lo * (size_t)p->in, p->in);
+                            a->dy + lo * (size_t)p->out, p->out, a->w, p->in, a->dx_set[0] ? 0.0f : 1.0f,
+                            a->dx[0] + lo * (size_t)p->in, p->in);
         }
     }
 }
@@ -505,7 +541,7 @@ void gm_cpu_op_backward(const gm_op_args *a, float *scratch, int nt)
         gm_conv_dims d = gm_conv_dims_of(a);
         const gm_conv_params *p = &a->op->p.conv;
         float *db = p->bias ? a->dw + (size_t)p->cout * p->cin * p->k * p->k : NULL;
-        gm_cpu_conv_backward(&d, a->x[0], a->w, a->dy, a->dx[0], a->dw, db, scratch, nt);
+        gm_cpu_conv_backward(&d, a->x[0], a->w, a->dy, a->dx[0], a->dx_set[0], a->dw, db, scratch, nt);
         break;
     }
     case GM_OP_BATCHNORM2D: bn_backward(a, nt); break;
@@ -518,11 +554,11 @@ void gm_cpu_op_backward(const gm_op_args *a, float *scratch, int nt)
         case GM_OP_AVGPOOL2D: avgpool(a, nt, 1); break;
         case GM_OP_GLOBALAVGPOOL: gap(a, nt, 1); break;
         case GM_OP_FLATTEN:
-            if (a->dx[0] != a->dy) acc(a->dx[0], a->dy, n, nt);
+            if (a->dx[0] != a->dy) acc(a->dx[0], a->dy, n, a->dx_set[0], nt);
             break;
         case GM_OP_ADD:
             for (int i = 0; i < 2; i++)
-                if (a->dx[i]) acc(a->dx[i], a->dy, n, nt);
+                if (a->dx[i]) acc(a->dx[i], a->dy, n, a->dx_set[i], nt);
             break;
         case GM_OP_DROPOUT: dropout_backward(a, n, nt); break;
         default: break;

@@ -12,6 +12,7 @@ typedef struct {
     gm_shape ins[2], out;
     int view;            /* output aliases input 0 (flatten, fused ReLU): no memory of its own */
     int relu_after;      /* a BatchNorm whose only consumer, a ReLU, is folded into it */
+    int dx_set[2];       /* first writer of input j's gradient in backward order: overwrite */
     int is_output;
     size_t act;          /* offset in floats into acts (also into act_grads) */
     size_t aux;          /* offset in bytes into saved */
@@ -117,6 +118,35 @@ static void fuse_bn_relu(gm_net *n)
         bn->relu_after = 1;
         nd->view = 1;
     }
+}
+
+/* The node whose buffers a node's output really lives in (views resolved). */
+static int owner(const gm_net *n, int k)
+{
+    while (k >= 0 && n->nodes[k].view) k = n->nodes[k].in[0];
+    return k;
+}
+
+/*
+ * In backward order, the first op to write a gradient buffer overwrites it and
+ * the later ones add, so no buffer is zeroed before backward (a pass saved).
+ */
+static gm_status mark_first_writers(gm_net *n, gm_error *err)
+{
+    char *written = calloc((size_t)n->nnodes, 1);
+    if (!written) return gm_error_set(err, GM_ENOMEM, "net: out of memory");
+    for (int k = n->nnodes - 1; k >= 0; k--) {
+        gm_node *nd = &n->nodes[k];
+        if (nd->view) continue; /* views write nothing */
+        for (int j = 0; j < gm_op_ninputs(&nd->op); j++) {
+            int o = owner(n, nd->in[j]);
+            if (o < 0) continue;
+            nd->dx_set[j] = !written[o];
+            written[o] = 1;
+        }
+    }
+    free(written);
+    return GM_OK;
 }
 
 static void find_outputs(gm_net *n)
@@ -256,6 +286,9 @@ gm_status gm_net_create(gm_net **out, gm_backend *be, const gm_net_desc *desc, i
     if (s == GM_OK) {
         find_outputs(n);
         fuse_bn_relu(n);
+        s = mark_first_writers(n, err);
+    }
+    if (s == GM_OK) {
         size_t saved, scratch = plan_memory(n, &saved);
         s = alloc_slabs(n, saved, scratch, err);
     }
@@ -328,8 +361,10 @@ static void backward_node(gm_net *n, gm_node *nd)
     if (nd->view) return; /* its gradient already lives in its input's buffer */
     gm_op_args a = node_args(n, nd);
     a.dy = n->act_grads + nd->act;
-    for (int j = 0; j < gm_op_ninputs(&nd->op); j++)
+    for (int j = 0; j < gm_op_ninputs(&nd->op); j++) {
         a.dx[j] = nd->in[j] < 0 ? NULL : n->act_grads + n->nodes[nd->in[j]].act;
+        a.dx_set[j] = nd->dx_set[j];
+    }
     a.dw = a.w ? n->grads + nd->par : NULL;
     n->be->backward(n->be, &a);
 }
@@ -381,11 +416,6 @@ gm_status gm_net_backward(gm_net *n, gm_error *err)
 {
     if (!n->have_forward)
         return gm_error_set(err, GM_EINVAL, "net: backward without a forward pass");
-    for (int k = 0; k < n->nnodes; k++) {
-        const gm_node *nd = &n->nodes[k];
-        if (!nd->view && !nd->is_output)
-            n->be->zero(n->be, n->act_grads + nd->act, sizeof(float) * (size_t)n->batch * gm_shape_numel(nd->out));
-    }
     for (int k = n->nnodes - 1; k >= 0; k--) backward_node(n, &n->nodes[k]);
     return GM_OK;
 }

@@ -144,6 +144,16 @@ static void check_case(const grad_case *c, int nthreads)
     for (size_t i = 0; i < p.n_in; i++) gm_assert_close("2*dx", i, dx[0][i], 2.0 * dx_once[i], 1e-6, 1e-5);
     for (size_t i = 0; i < p.np; i++) gm_assert_close("2*dw", i, dw[i], 2.0 * dw_once[i], 1e-6, 1e-5);
 
+    /* dx_set: the first writer overwrites whatever the buffer held */
+    for (int j = 0; j < 2; j++) {
+        for (size_t i = 0; i < p.n_in; i++) dx[j][i] = 1e3f;
+        a.dx_set[j] = 1;
+    }
+    be->backward(be, &a);
+    for (size_t i = 0; i < p.n_in; i++) gm_assert_close("dx set", i, dx[0][i], dx_once[i], 1e-6, 1e-5);
+    if (c->op.kind == GM_OP_ADD)
+        for (size_t i = 0; i < p.n_in; i++) gm_assert_close("dx1 set", i, dx[1][i], dx_once[i], 1e-6, 1e-5);
+
     free(dx_once); free(dw_once); free(buf_before);
     for (int j = 0; j < 2; j++) { free(x[j]); free(dx[j]); free(p.xd[j]); }
     free(w); free(dw); free(buf); free(y); free(dy); free(aux);
