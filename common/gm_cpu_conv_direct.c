@@ -274,7 +274,7 @@ static void stack_images(const wplan *q, const float *x, const float *dy, int gc
 /* Wide layers re-read too much per reduction; GEMM's weight gradient wins there. */
 int gm_cpu_conv_direct_weights_ok(const gm_conv_dims *d)
 {
-    return d->k == 3 && d->cin + d->cout <= 128 && gm_cpu_conv_direct_ok(d);
+    return d->k == 3 && d->cin + d->cout <= 64 && gm_cpu_conv_direct_ok(d);
 }
 
 size_t gm_cpu_conv_direct_weights_scratch_floats(const gm_conv_dims *d, int nt)
