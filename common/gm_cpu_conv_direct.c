@@ -22,6 +22,15 @@
 
 typedef float v16 __attribute__((vector_size(64), aligned(4))); /* unaligned loads */
 
+/* Keeps a loaded vector in a register: folded into every FMA that uses it, it
+ * would be loaded again each time, and unaligned loads cost two slots. Only
+ * where one register holds a whole v16 (AVX-512). */
+#if defined(__AVX512F__)
+#define KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define KEEP_IN_REGISTER(v) ((void)0)
+#endif
+
 /* 3 vectors of pixels x 8 output channels: 24 accumulators. Each input vector is
  * loaded once per tap and used 8 times; each weight is broadcast once, used 3x. */
 enum { VB = 3, CB = 8, PIX = 16 * VB };
@@ -43,11 +52,16 @@ static plan plan_of(int cin, int cout, int h, int w, int k)
 
 int gm_cpu_conv_direct_ok(const gm_conv_dims *d)
 {
+#if !defined(__AVX512F__)
+    (void)d;
+    return 0; /* 24 accumulators of 16 floats need AVX-512's 32 wide registers */
+#else
     if (d->stride != 1 || d->k % 2 == 0 || d->pad != (d->k - 1) / 2) return 0;
     /* Small maps waste lanes on padding columns and on the last partial block;
      * below 60% useful lanes GEMM wins (measured: 7x7 maps, 51%, are slower). */
     plan q = plan_of(d->cin, d->cout, d->h, d->w, d->k);
     return (double)d->h * d->w >= 0.6 * (double)q.out_plane;
+#endif
 }
 
 size_t gm_cpu_conv_direct_scratch_floats(const gm_conv_dims *d, int nt)
@@ -91,9 +105,7 @@ static inline __attribute__((always_inline)) void tile(const plan *q, const floa
                 v16 in[VB];
                 for (int v = 0; v < VB; v++) {
                     in[v] = *(const v16 *)(s + 16 * v);
-                    /* keep it in a register: folded into every FMA it would be
-                     * re-loaded CB times, and unaligned loads cost two slots */
-                    __asm__("" : "+v"(in[v]));
+                    KEEP_IN_REGISTER(in[v]);
                 }
                 for (int c = 0; c < cb; c++) {
                     float wt = wc[(size_t)c * q->cin * kk + ky * q->k + kx];
@@ -219,7 +231,7 @@ static inline __attribute__((always_inline)) void wtile(const wplan *q, const fl
         v16 in[3];
         for (int t = 0; t < 3; t++) {
             in[t] = *(const v16 *)(src + j + t);
-            __asm__("" : "+v"(in[t])); /* one load per tap, see tile() */
+            KEEP_IN_REGISTER(in[t]);
         }
         for (int c = 0; c < cb; c++) {
             v16 gv = *(const v16 *)(dys + (size_t)(co0 + c) * q->ds + j);

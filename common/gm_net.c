@@ -3,7 +3,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "gm_clock.h"
 
 /* One op of the flattened graph, with its place in every slab. */
 typedef struct {
@@ -369,33 +370,19 @@ static void backward_node(gm_net *n, gm_node *nd)
     n->be->backward(n->be, &a);
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Median seconds of reps runs of nodes [first, last], forward or backward. */
 static double time_nodes(gm_net *n, int first, int last, int backward, int reps, double *t)
 {
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
+        double t0 = gm_now_s();
         if (backward)
             for (int k = last; k >= first; k--) backward_node(n, &n->nodes[k]);
         else
             for (int k = first; k <= last; k++) forward_node(n, &n->nodes[k]);
         n->be->sync(n->be);
-        t[r] = now_s() - t0;
+        t[r] = gm_now_s() - t0;
     }
-    qsort(t, (size_t)reps, sizeof(double), cmp_double);
-    return t[reps / 2];
+    return gm_median(t, reps);
 }
 
 gm_status gm_net_time_blocks(gm_net *n, int reps, double *fwd, double *bwd, gm_error *err)

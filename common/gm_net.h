@@ -82,8 +82,9 @@ size_t gm_net_block_buffer_offset(const gm_net *net, int b);
  * Per-block cost of the last forward (and backward, if train) on the same batch:
  * every block's ops are run again reps times and the median wall time of each
  * block, in seconds, goes to fwd[b] and bwd[b] (bwd may be NULL). Measures the
- * latency table the search uses to predict a fused graph's cost; it repeats the
- * dropout draws and BN statistic updates of the timed forwards.
+ * latency table the search uses to predict a fused graph's cost. It disturbs
+ * state: BN running statistics and dropout draws advance, and the gradients are
+ * left meaningless, so run it on a net that is not in the middle of a step.
  */
 gm_status gm_net_time_blocks(gm_net *net, int reps, double *fwd, double *bwd, gm_error *err);
 

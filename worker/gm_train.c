@@ -2,16 +2,9 @@
 
 #include <math.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "gm_clock.h"
 #include "gm_optim.h"
-
-double gm_now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void shuffle(int *idx, int n, gm_rng *rng)
 {
@@ -137,12 +130,6 @@ gm_status gm_eval_accuracy(gm_net *net, const gm_imageset *set, int batch, float
     return s;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_ms, gm_error *err)
 {
     if (runs < 1) return gm_error_set(err, GM_EINVAL, "latency: %d runs", runs);
@@ -157,10 +144,7 @@ gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_m
         be->sync(be);
         if (i >= warmup) t[i - warmup] = (gm_now_s() - t0) * 1e3;
     }
-    if (s == GM_OK) {
-        qsort(t, (size_t)runs, sizeof(double), cmp_double);
-        *median_ms = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
-    }
+    if (s == GM_OK) *median_ms = gm_median(t, runs);
     free(x);
     free(t);
     return s;

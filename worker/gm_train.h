@@ -9,6 +9,7 @@
 #ifndef GM_TRAIN_H
 #define GM_TRAIN_H
 
+#include "gm_clock.h"
 #include "gm_idx.h"
 #include "gm_net.h"
 
@@ -39,7 +40,5 @@ gm_status gm_eval_accuracy(gm_net *net, const gm_imageset *set, int batch, float
 
 /* Median wall time of runs batch-1 eval forwards after warmup ones, in ms. */
 gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_ms, gm_error *err);
-
-double gm_now_s(void);
 
 #endif

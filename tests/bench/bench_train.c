@@ -66,12 +66,6 @@ static void cmd_arch(const gm_model *m)
     printf("]}\n");
 }
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static int cmd_train(const gm_model *m, int threads)
 {
     gm_error err;
@@ -106,12 +100,11 @@ static int cmd_train(const gm_model *m, int threads)
         if (r >= 0) rates[r] = STEPS * BATCH / (gm_now_s() - t0);
     }
     long rss1 = max_rss_kb();
-    qsort(rates, ROUNDS, sizeof(double), cmp_d);
     double ms;
     gm_measure_latency(net, 20, 201, &ms, &err);
     printf("{\"impl\":\"gmorph\",\"threads\":%d,\"images_per_s\":%.1f,\"latency_ms\":%.4f,"
            "\"peak_mb\":%.1f,\"params\":%zu,\"mflop\":%.2f,\"blas_core\":\"%s\"}\n",
-           threads, rates[ROUNDS / 2], ms, (double)(rss1 - rss0) / 1024.0, gm_net_nparams(net),
+           threads, gm_median(rates, ROUNDS), ms, (double)(rss1 - rss0) / 1024.0, gm_net_nparams(net),
            (double)gm_net_flops(net) / 1e6, gm_backend_cpu_blas_core());
     free(x);
     gm_optim_free(opt);
@@ -130,8 +123,7 @@ static int cmd_train(const gm_model *m, int threads)
             stmt;                                                      \
             t_[i_] = gm_now_s() - s_;                                  \
         }                                                              \
-        qsort(t_, (reps), sizeof(double), cmp_d);                      \
-        (out) = t_[(reps) / 2];                                        \
+        (out) = gm_median(t_, (reps));                                 \
     } while (0)
 
 static int cmd_gemm(const gm_model *m, int threads)
