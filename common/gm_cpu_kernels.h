@@ -2,7 +2,8 @@
  * gm_cpu_kernels: the CPU backend's kernels on raw pointers (internal header).
  *
  * Tensors are float32 NCHW and contiguous; every shape is passed in. Backward
- * kernels ADD into dx / dw. nt is the number of OpenMP threads; OpenBLAS itself
+ * kernels ADD into dw, and into dx unless told to overwrite it (dx_set, see
+ * gm_backend.h). nt is the number of OpenMP threads; OpenBLAS itself
  * is kept single-threaded and called from inside our parallel regions, because
  * splitting the batch scales better on small images than splitting one GEMM.
  */
