@@ -154,16 +154,18 @@ static int optimizer_from(const train_args *a, gm_update *u)
     return 0;
 }
 
+/* A live bar on a terminal; one line per epoch in a log file or pipe. */
 static void show_progress(void *ctx, const gm_train_progress *p)
 {
-    (void)ctx;
+    const int *tty = ctx;
+    if (!*tty && !p->epoch_done) return;
     int width = 30, filled = (int)(width * (double)p->step / (double)p->steps);
     char bar[64];
     for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
     bar[width] = '\0';
-    fprintf(stderr, "\repoch %d/%d [%s] %3.0f%%  loss %.4f  acc %5.1f%%  %6.0f img/s  ETA %4.0fs ", p->epoch,
-            p->epochs, bar, 100.0 * (double)p->step / (double)p->steps, (double)p->loss, 100.0 * p->acc,
-            p->images_per_s, p->eta_s);
+    fprintf(stderr, "%sepoch %d/%d [%s] %3.0f%%  loss %.4f  acc %5.1f%%  %6.0f img/s  ETA %4.0fs ",
+            *tty ? "\r" : "", p->epoch, p->epochs, bar, 100.0 * (double)p->step / (double)p->steps,
+            (double)p->loss, 100.0 * p->acc, p->images_per_s, p->eta_s);
     if (p->epoch_done) fputc('\n', stderr);
 }
 
@@ -205,9 +207,10 @@ static int cmd_train(int argc, char **argv)
            a.arch, gm_net_nparams(net), (double)gm_net_flops(net) / 1e6, train.n, test.n, a.threads,
            gm_backend_cpu_blas_core());
     fflush(stdout);
+    int tty = isatty(STDERR_FILENO);
     gm_train_opts o = {.epochs = a.epochs, .batch = a.batch, .optimizer = upd, .seed = a.seed,
                        .mean = FASHION_MEAN, .std = FASHION_STD, .report_every_s = 0.5,
-                       .progress = a.quiet ? NULL : show_progress};
+                       .progress = a.quiet ? NULL : show_progress, .ctx = &tty};
     double t0 = gm_now_s(), acc, ms;
     if (gm_train_classifier(net, &train, &o, &err) != GM_OK) {
         rc = fail("training", &err);
