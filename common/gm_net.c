@@ -33,6 +33,7 @@ struct gm_net {
     gm_shape input;
     size_t nparams, nbuffers, nact;
     float *params, *grads, *buffers, *acts, *act_grads, *in_buf;
+    const float *input_data; /* what the last forward read: in_buf or a caller's tensor */
     void *saved;
     gm_net_memory mem;
     gm_rng rng;
@@ -326,7 +327,7 @@ static gm_op_args node_args(gm_net *n, gm_node *nd)
     gm_op_args a = {.op = &nd->op, .in = {nd->ins[0], nd->ins[1]}, .out = nd->out,
                     .batch = n->batch, .train = n->train, .relu_after = nd->relu_after, .rng = &n->rng};
     for (int j = 0; j < gm_op_ninputs(&nd->op); j++)
-        a.x[j] = nd->in[j] < 0 ? n->in_buf : n->acts + n->nodes[nd->in[j]].act;
+        a.x[j] = nd->in[j] < 0 ? n->input_data : n->acts + n->nodes[nd->in[j]].act;
     a.y = n->acts + nd->act;
     a.w = gm_op_nparams(&nd->op) ? n->params + nd->par : NULL;
     a.buf = gm_op_nbuffers(&nd->op) ? n->buffers + nd->buf : NULL;
@@ -337,17 +338,44 @@ static gm_op_args node_args(gm_net *n, gm_node *nd)
 static void forward_node(gm_net *n, gm_node *nd);
 static void backward_node(gm_net *n, gm_node *nd);
 
-gm_status gm_net_forward(gm_net *n, const float *x, int batch, int train, gm_error *err)
+static gm_status check_batch(const gm_net *n, int batch, gm_error *err)
 {
     if (batch < 1 || batch > n->max_batch)
         return gm_error_set(err, GM_ESHAPE, "net: batch of %d samples, but the net was sized for 1 to %d",
                             batch, n->max_batch);
-    n->be->to_device(n->be, n->in_buf, x, sizeof(float) * (size_t)batch * gm_shape_numel(n->input));
+    return GM_OK;
+}
+
+static void run_forward(gm_net *n, const float *input, int batch, int train)
+{
+    n->input_data = input;
     n->batch = batch;
     n->train = train;
     for (int k = 0; k < n->nnodes; k++) forward_node(n, &n->nodes[k]);
     n->have_forward = 1;
+}
+
+gm_status gm_net_forward(gm_net *n, const float *x, int batch, int train, gm_error *err)
+{
+    gm_status s = check_batch(n, batch, err);
+    if (s != GM_OK) return s;
+    n->be->to_device(n->be, n->in_buf, x, sizeof(float) * (size_t)batch * gm_shape_numel(n->input));
+    run_forward(n, n->in_buf, batch, train);
     return GM_OK;
+}
+
+gm_status gm_net_forward_tensor(gm_net *n, const gm_tensor *x, int train, gm_error *err)
+{
+    if (!x->data) return gm_error_set(err, GM_EINVAL, "net: input tensor is not allocated");
+    if (x->be != n->be)
+        return gm_error_set(err, GM_EDEVICE, "net: input tensor lives on %s, the net on %s", x->be->name,
+                            n->be->name);
+    if (x->c != n->input.c || x->h != n->input.h || x->w != n->input.w)
+        return gm_error_set(err, GM_ESHAPE, "net: input tensor samples are %dx%dx%d but the net reads %dx%dx%d",
+                            x->c, x->h, x->w, n->input.c, n->input.h, n->input.w);
+    gm_status s = check_batch(n, x->n, err);
+    if (s == GM_OK) run_forward(n, x->data, x->n, train);
+    return s;
 }
 
 static void forward_node(gm_net *n, gm_node *nd)

@@ -20,6 +20,7 @@
 
 #include "gm_backend.h"
 #include "gm_block.h"
+#include "gm_tensor.h"
 
 typedef struct gm_net gm_net;
 
@@ -43,8 +44,14 @@ gm_status gm_net_create(gm_net **out, gm_backend *be, const gm_net_desc *desc, i
                         uint64_t seed, gm_error *err);
 void gm_net_free(gm_net *net);
 
-/* x: batch samples on the host. train: batch statistics and dropout. */
+/* x: batch samples on the host, copied in. train: batch statistics and dropout. */
 gm_status gm_net_forward(gm_net *net, const float *x, int batch, int train, gm_error *err);
+/*
+ * The same on a tensor already on the net's device, read in place (no copy):
+ * it must stay unchanged until gm_net_backward. Its shape is checked against
+ * the net's input (GM_ESHAPE names both) and its device against the net's.
+ */
+gm_status gm_net_forward_tensor(gm_net *net, const gm_tensor *x, int train, gm_error *err);
 /*
  * Back-propagates the gradients that the loss wrote into the output gradients
  * (gm_net_loss or gm_net_output_grad) of the last forward. Parameter gradients

@@ -85,6 +85,21 @@ static void test_zero_sized(void **state)
     assert_msg_has(err, "sized for 1 to 4");
     assert_int_equal(gm_net_backward(net, &err), GM_EINVAL);
     assert_msg_has(err, "backward without a forward");
+    gm_tensor t;
+    assert_int_equal(gm_tensor_create(&t, be, 2, (gm_shape){3, 8, 8}, &err), GM_OK);
+    assert_int_equal(gm_net_forward_tensor(net, &t, 1, &err), GM_ESHAPE);
+    assert_msg_has(err, "samples are 3x8x8 but the net reads 1x8x8");
+    gm_tensor_free(&t);
+    gm_tensor_free(&t); /* freeing twice is harmless */
+    assert_int_equal(gm_tensor_create(&t, be, 0, (gm_shape){1, 8, 8}, &err), GM_ESHAPE);
+    assert_null(t.data);
+    assert_int_equal(gm_tensor_create(&t, be, 5, (gm_shape){1, 8, 8}, &err), GM_OK);
+    assert_int_equal(gm_net_forward_tensor(net, &t, 1, &err), GM_ESHAPE);
+    assert_msg_has(err, "sized for 1 to 4");
+    float host[4];
+    assert_int_equal(gm_tensor_to_host(&t, 5 * 64 - 2, host, 4, &err), GM_ESHAPE);
+    assert_msg_has(err, "outside a 320-element tensor");
+    gm_tensor_free(&t);
     gm_net_free(net);
     gm_backend_free(be);
 }

@@ -214,6 +214,31 @@ static void test_tree_matches_chains(void **state)
     gm_backend_free(be);
 }
 
+/* A tensor on the device is read in place and gives what the host path gives. */
+static void test_forward_tensor(void **state)
+{
+    (void)state;
+    static gm_model m;
+    gm_shape in = {1, 12, 12};
+    small_resnet(&m, in, 3);
+    trainer t;
+    trainer_init(&t, &m, 4, 1, 3);
+    float x[4 * 144], logits[12];
+    gm_rng rng;
+    gm_rng_seed(&rng, 6);
+    gm_fill_uniform(x, 4 * 144, &rng, -1, 1);
+    gm_error err;
+    assert_int_equal(gm_net_forward(t.net, x, 4, 0, &err), GM_OK);
+    memcpy(logits, gm_net_output(t.net, 0), sizeof logits);
+    gm_tensor xt;
+    assert_int_equal(gm_tensor_create(&xt, t.be, 4, in, &err), GM_OK);
+    assert_int_equal(gm_tensor_from_host(&xt, 0, x, 4 * 144, &err), GM_OK);
+    assert_int_equal(gm_net_forward_tensor(t.net, &xt, 0, &err), GM_OK);
+    assert_memory_equal(gm_net_output(t.net, 0), logits, sizeof logits);
+    gm_tensor_free(&xt);
+    trainer_free(&t);
+}
+
 static void test_runs_repeat_exactly(void **state)
 {
     (void)state;
@@ -268,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_step_allocates_nothing), cmocka_unit_test(test_training_lowers_loss),
         cmocka_unit_test(test_parameter_count),        cmocka_unit_test(test_tree_matches_chains),
         cmocka_unit_test(test_runs_repeat_exactly),    cmocka_unit_test(test_eval_is_per_sample),
+        cmocka_unit_test(test_forward_tensor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
