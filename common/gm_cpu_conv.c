@@ -62,6 +62,9 @@ static void valid_cols(const gm_conv_dims *d, int kx, int *lo, int *hi)
     *hi = h;
 }
 
+/* A stride-1 convolution whose output has its input's size (3x3 pad 1, 5x5 pad 2). */
+static int is_same(const gm_conv_dims *d) { return d->stride == 1 && d->ho == d->h && d->wo == d->w; }
+
 /*
  * im2col of a "same" stride-1 convolution: each row of col is the image shifted
  * by (ky-p, kx-p), so one copy per plane plus zeroed border columns replaces a
@@ -98,7 +101,7 @@ static void im2col_same(const gm_conv_dims *d, const float *x, int g, float *col
 static void im2col(const gm_conv_dims *d, const float *x, int g, float *col, int cols)
 {
     const int k = d->k, s = d->stride, p = d->pad, hw = d->ho * d->wo;
-    if (s == 1 && d->ho == d->h && d->wo == d->w) {
+    if (is_same(d)) {
         im2col_same(d, x, g, col, cols);
         return;
     }
@@ -133,15 +136,19 @@ static void im2col(const gm_conv_dims *d, const float *x, int g, float *col, int
 }
 
 /* The transpose of im2col_same: zero the wrapped border columns of col (scratch),
- * then add each shifted plane back with one contiguous, vectorised loop. */
-static void col2im_same(const gm_conv_dims *d, float *col, int g, float *dx, int cols)
+ * then add each shifted plane back with one contiguous, vectorised loop. With
+ * set, the centre tap, which covers every pixel, writes first: no zeroing pass. */
+static void col2im_same(const gm_conv_dims *d, float *col, int g, float *dx, int cols, int set)
 {
-    const int k = d->k, p = d->pad, w = d->w, hw = d->h * d->w;
+    const int k = d->k, p = d->pad, w = d->w, hw = d->h * d->w, centre = p * k + p;
     for (int gi = 0; gi < g; gi++)
         for (int ci = 0; ci < d->cin; ci++) {
             float *img = dx + ((size_t)gi * d->cin + ci) * (size_t)hw;
+            const float *oc = col + (size_t)(ci * k * k + centre) * (size_t)cols + (size_t)gi * hw;
+            if (set) memcpy(img, oc, sizeof(float) * (size_t)hw);
             for (int ky = 0; ky < k; ky++)
                 for (int kx = 0; kx < k; kx++) {
+                    if (set && ky * k + kx == centre) continue;
                     const int shift = (ky - p) * w + (kx - p);
                     const int lo = shift < 0 ? -shift : 0, hi = shift > 0 ? hw - shift : hw;
                     float *o = col + (size_t)((ci * k + ky) * k + kx) * (size_t)cols + (size_t)gi * hw;
@@ -157,13 +164,15 @@ static void col2im_same(const gm_conv_dims *d, float *col, int g, float *dx, int
         }
 }
 
-static void col2im_add(const gm_conv_dims *d, float *col, int g, float *dx, int cols)
+/* dx += col2im(col), or dx = col2im(col) when set. */
+static void col2im(const gm_conv_dims *d, float *col, int g, float *dx, int cols, int set)
 {
     const int k = d->k, s = d->stride, p = d->pad, hw = d->ho * d->wo;
-    if (s == 1 && d->ho == d->h && d->wo == d->w) {
-        col2im_same(d, col, g, dx, cols);
+    if (is_same(d)) {
+        col2im_same(d, col, g, dx, cols, set);
         return;
     }
+    if (set) memset(dx, 0, sizeof(float) * (size_t)g * d->cin * (size_t)(d->h * d->w));
     for (int gi = 0; gi < g; gi++)
         for (int ci = 0; ci < d->cin; ci++) {
             float *img = dx + ((size_t)gi * d->cin + ci) * (size_t)(d->h * d->w);
@@ -235,7 +244,7 @@ void gm_cpu_conv_forward(const gm_conv_dims *d, const float *x, const float *w, 
 }
 
 /* One chunk's contribution to dw, db and dx; dwp/dbp are this thread's sums. */
-static void conv_backward_chunk(const gm_conv_dims *d, int n0, int gc, int g, const float *x,
+static void conv_backward_chunk(const gm_conv_dims *d, int n0, int gc, int g, int dx_set, const float *x,
                                 const float *w, const float *dy, float *dx, float *dwp,
                                 float *dbp, float *col)
 {
@@ -265,12 +274,12 @@ static void conv_backward_chunk(const gm_conv_dims *d, int n0, int gc, int g, co
     if (!dx) return;
     if (direct) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kdim, cols, d->cout, 1.0f, w, kdim,
-                    dmat, cols, 1.0f, dx + (size_t)n0 * in_img, cols);
+                    dmat, cols, dx_set ? 0.0f : 1.0f, dx + (size_t)n0 * in_img, cols);
         return;
     }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kdim, cols, d->cout, 1.0f, w, kdim, dmat,
                 cols, 0.0f, col, cols);
-    col2im_add(d, col, gc, dx + (size_t)n0 * in_img, cols);
+    col2im(d, col, gc, dx + (size_t)n0 * in_img, cols, dx_set);
 }
 
 void gm_cpu_conv_backward(const gm_conv_dims *d, const float *x, const float *w, const float *dy,
@@ -280,8 +289,6 @@ void gm_cpu_conv_backward(const gm_conv_dims *d, const float *x, const float *w,
     const int g = chunk_images(d, nt), nchunks = (d->n + g - 1) / g;
     const size_t per = per_thread_floats(d, g), nw = (size_t)d->cout * kdim;
     const size_t part_off = (size_t)kdim * (size_t)g * hw + (size_t)d->cout * (size_t)g * hw;
-    if (dx && dx_set && !gm_cpu_conv_direct_ok(d)) /* col2im adds: start from zero */
-        memset(dx, 0, sizeof(float) * (size_t)d->n * (size_t)d->cin * (size_t)(d->h * d->w));
     if (gm_cpu_conv_direct_ok(d)) { /* the direct path, one pass per gradient */
         if (gm_cpu_conv_direct_weights_ok(d)) gm_cpu_conv_direct_backward_weights(d, x, dy, dw, db, scratch, nt);
         if (dx) gm_cpu_conv_direct_backward_data(d, w, dy, dx, dx_set, scratch, nt);
@@ -302,7 +309,7 @@ void gm_cpu_conv_backward(const gm_conv_dims *d, const float *x, const float *w,
 #pragma omp for schedule(static)
         for (int c = 0; c < nchunks; c++) {
             int n0 = c * g, gc = d->n - n0 < g ? d->n - n0 : g;
-            conv_backward_chunk(d, n0, gc, g, x, w, dy, dx, dwp, dbp, col);
+            conv_backward_chunk(d, n0, gc, g, dx_set, x, w, dy, dx, dwp, dbp, col);
         }
         if (team > 1) {
 #pragma omp for schedule(static)
