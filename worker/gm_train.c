@@ -42,9 +42,11 @@ gm_status gm_train_classifier(gm_net *net, const gm_imageset *set, const gm_trai
 {
     gm_status s = check_net(net, set, err);
     if (s != GM_OK) return s;
-    if (o->epochs < 1 || o->batch < 1 || set->n < o->batch)
-        return gm_error_set(err, GM_EINVAL, "train: %d epochs of batch %d over %d images is not a run",
-                            o->epochs, o->batch, set->n);
+    if (o->epochs < 1 || o->batch < 1)
+        return gm_error_set(err, GM_EINVAL, "train: %d epochs of batch %d", o->epochs, o->batch);
+    if (set->n < o->batch)
+        return gm_error_set(err, GM_EINVAL, "train: %d training images are fewer than one batch of %d",
+                            set->n, o->batch);
     gm_backend *be = gm_net_backend(net);
     gm_optim *opt;
     s = gm_optim_create(&opt, be, o->optimizer, gm_net_nparams(net), err);

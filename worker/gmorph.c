@@ -169,9 +169,10 @@ static void show_progress(void *ctx, const gm_train_progress *p)
     if (p->epoch_done) fputc('\n', stderr);
 }
 
+/* what: context the library's message lacks, or NULL. */
 static int fail(const char *what, const gm_error *err)
 {
-    fprintf(stderr, "gmorph train: %s: %s\n", what, err->msg);
+    fprintf(stderr, "gmorph train: %s%s%s\n", what ? what : "", what ? ": " : "", err->msg);
     return err->code == GM_ENOMEM || err->code == GM_EDEVICE ? EXIT_FAILURE : EXIT_USAGE;
 }
 
@@ -193,13 +194,13 @@ static int cmd_train(int argc, char **argv)
     int rc = EXIT_SUCCESS;
     gm_net_desc desc;
     if (gm_model_from_name(&model, a.arch, a.widths, train.shape, train.classes, &err) != GM_OK) {
-        rc = fail("model", &err);
+        rc = fail(NULL, &err);
         goto done;
     }
     desc = gm_model_desc(&model);
     if (gm_backend_cpu_create(&be, a.threads, &err) != GM_OK ||
         gm_net_create(&net, be, &desc, a.batch, a.seed, &err) != GM_OK) {
-        rc = fail("setup", &err);
+        rc = fail(NULL, &err);
         goto done;
     }
     printf("gmorph train: %s, %zu parameters, %.1f MFLOP per image, %d training and %d test images, "
@@ -213,13 +214,13 @@ static int cmd_train(int argc, char **argv)
                        .progress = a.quiet ? NULL : show_progress, .ctx = &tty};
     double t0 = gm_now_s(), acc, ms;
     if (gm_train_classifier(net, &train, &o, &err) != GM_OK) {
-        rc = fail("training", &err);
+        rc = fail(NULL, &err);
         goto done;
     }
     double train_s = gm_now_s() - t0;
     if (gm_eval_accuracy(net, &test, 256 < a.batch ? 256 : a.batch, FASHION_MEAN, FASHION_STD, &acc, &err) != GM_OK ||
         gm_measure_latency(net, 10, 101, &ms, &err) != GM_OK) {
-        rc = fail("evaluation", &err);
+        rc = fail(NULL, &err);
         goto done;
     }
     printf("trained in %.1f s (%.0f images/s); test accuracy %.2f%%; batch-1 latency %.3f ms (median of 101)\n",
