@@ -138,6 +138,19 @@ static void conv_image(const plan *q, const float *xp, const float *w, float *ou
     }
 }
 
+/* The valid W columns of each flat output plane into NCHW planes: dst = o + bias
+ * (bias may be NULL) when set, dst += o otherwise. */
+static void crop_planes(const plan *q, const float *out, float *dst, const float *bias, int set)
+{
+    for (int c = 0; c < q->cout; c++) {
+        const float *o = out + (size_t)c * q->out_plane;
+        float *t = dst + (size_t)c * q->h * q->w, b = bias ? bias[c] : 0.0f;
+        for (int oy = 0; oy < q->h; oy++)
+            for (int ox = 0; ox < q->w; ox++)
+                t[oy * q->w + ox] = (set ? b : t[oy * q->w + ox]) + o[oy * q->wp + ox];
+    }
+}
+
 void gm_cpu_conv_direct_forward(const gm_conv_dims *d, const float *x, const float *w, const float *b,
                                 float *y, float *scratch, int nt)
 {
@@ -148,12 +161,7 @@ void gm_cpu_conv_direct_forward(const gm_conv_dims *d, const float *x, const flo
         float *xp = scratch + per * (size_t)omp_get_thread_num(), *out = xp + (size_t)q.cin * q.in_plane;
         pad_image(&q, x + (size_t)n * q.cin * hw, xp);
         conv_image(&q, xp, w, out);
-        for (int co = 0; co < q.cout; co++) {
-            float bias = b ? b[co] : 0.0f, *yo = y + ((size_t)n * q.cout + co) * hw;
-            const float *o = out + (size_t)co * q.out_plane;
-            for (int oy = 0; oy < q.h; oy++)
-                for (int ox = 0; ox < q.w; ox++) yo[oy * q.w + ox] = o[oy * q.wp + ox] + bias;
-        }
+        crop_planes(&q, out, y + (size_t)n * q.cout * hw, b, 1);
     }
 }
 
@@ -174,12 +182,7 @@ void gm_cpu_conv_direct_backward_data(const gm_conv_dims *d, const float *w, con
         float *dyp = scratch + per * (size_t)omp_get_thread_num(), *out = dyp + (size_t)q.cin * q.in_plane;
         pad_image(&q, dy + (size_t)n * q.cin * hw, dyp);
         conv_image(&q, dyp, wt, out);
-        for (int ci = 0; ci < q.cout; ci++) {
-            float *xo = dx + ((size_t)n * q.cout + ci) * hw;
-            const float *o = out + (size_t)ci * q.out_plane;
-            for (int oy = 0; oy < q.h; oy++)
-                for (int ox = 0; ox < q.w; ox++) xo[oy * q.w + ox] = (set ? 0.0f : xo[oy * q.w + ox]) + o[oy * q.wp + ox];
-        }
+        crop_planes(&q, out, dx + (size_t)n * q.cout * hw, NULL, set);
     }
 }
 

@@ -218,8 +218,6 @@ static void dropout_backward(const gm_op_args *a, size_t n, int nt)
  */
 static int is_pool2x2(const gm_pool_params *p) { return p->k == 2 && p->stride == 2 && p->pad == 0; }
 
-static inline float max_nan(float m, float v) { return (v > m) | (v != v) ? v : m; }
-
 #if defined(__AVX512F__)
 /* Maps are narrow (14 outputs per row at 28x28), too short for the compiler's
  * vector loop, so: masked loads of both rows, even/odd lanes split, masked store. */
@@ -292,6 +290,8 @@ static void pool2x2_row_backward(const float *r0, const float *r1, const float *
     }
 }
 #else
+static inline float max_nan(float m, float v) { return (v > m) | (v != v) ? v : m; }
+
 static void pool2x2_row_backward(const float *r0, const float *r1, const float *yo, const float *g,
                                  float *d0, float *d1, int ow, int iw, int set)
 {
@@ -316,18 +316,27 @@ static void pool2x2_row(const float *r0, const float *r1, float *yo, int ow)
 }
 #endif
 
+/* The taps [lo, hi) of the window at output o that fall inside [0, size). */
+static inline void window_taps(int o, const gm_pool_params *p, int size, int *lo, int *hi)
+{
+    int start = o * p->stride - p->pad;
+    *lo = start < 0 ? -start : 0;
+    *hi = size - start < p->k ? size - start : p->k;
+}
+
 /* Max of one window, with its flat index; NaN wins, as in PyTorch. */
 static inline float window_max(const float *x, gm_shape in, const gm_pool_params *p, int oy, int ox,
                                int32_t *arg)
 {
     float best = -FLT_MAX;
     int32_t bi = -1;
-    for (int ky = 0; ky < p->k; ky++) {
+    int ky0, ky1, kx0, kx1;
+    window_taps(oy, p, in.h, &ky0, &ky1);
+    window_taps(ox, p, in.w, &kx0, &kx1);
+    for (int ky = ky0; ky < ky1; ky++) {
         int iy = oy * p->stride - p->pad + ky;
-        if (iy < 0 || iy >= in.h) continue;
-        for (int kx = 0; kx < p->k; kx++) {
+        for (int kx = kx0; kx < kx1; kx++) {
             int ix = ox * p->stride - p->pad + kx;
-            if (ix < 0 || ix >= in.w) continue;
             float v = x[iy * in.w + ix];
             if (v != v) { /* the first NaN is the result */
                 *arg = iy * in.w + ix;
@@ -405,12 +414,13 @@ static void avgpool(const gm_op_args *a, int nt, int backward)
         for (int oy = 0; oy < out.h; oy++)
             for (int ox = 0; ox < out.w; ox++) {
                 float s = 0.0f, g = backward ? a->dy[ob + oy * out.w + ox] * inv : 0.0f;
-                for (int ky = 0; ky < p->k; ky++) {
+                int ky0, ky1, kx0, kx1;
+                window_taps(oy, p, in.h, &ky0, &ky1);
+                window_taps(ox, p, in.w, &kx0, &kx1);
+                for (int ky = ky0; ky < ky1; ky++) {
                     int iy = oy * p->stride - p->pad + ky;
-                    if (iy < 0 || iy >= in.h) continue;
-                    for (int kx = 0; kx < p->k; kx++) {
+                    for (int kx = kx0; kx < kx1; kx++) {
                         int ix = ox * p->stride - p->pad + kx;
-                        if (ix < 0 || ix >= in.w) continue;
                         if (backward)
                             a->dx[0][ib + iy * in.w + ix] += g;
                         else
