@@ -5,7 +5,9 @@
  * Layout of a file:
  *   /                       attrs: format = "gmorph-dataset", version = 1, name,
  *                                  tasks (names, comma-separated), classes (int[]),
- *                                  scale, mean (float[C]), std (float[C]), source
+ *                                  shape (int[3]: C, H, W), dtype ("uint8" or
+ *                                  "float32"), scale, mean (float[C]), std (float[C]),
+ *                                  source
  *   /train, /val, /test     one group per split (any may be absent)
  *     x                     (N, C, H, W) uint8 or float32, contiguous
  *     y/<task>              (N,) int32 labels in [0, classes of the task)
@@ -109,6 +111,12 @@ const int32_t *gm_ds_labels(const gm_dataset *ds, gm_split s, int task);
  * normalised floats: x holds count * numel(shape) floats on return.
  */
 gm_status gm_ds_read(gm_dataset *ds, gm_split s, const long *rows, int count, float *x, gm_error *err);
+/*
+ * Makes later reads normalise with another mean and std (C values each), e.g. a
+ * model's own when it was trained on a different dataset of the same shape.
+ * gm_ds_get_info reports them from then on.
+ */
+void gm_ds_set_normalisation(gm_dataset *ds, const float *mean, const float *std);
 /* Raw stored values of samples [first, first+count) (uint8 or float32 as stored). */
 gm_status gm_ds_read_raw(gm_dataset *ds, gm_split s, long first, long count, void *x, gm_error *err);
 

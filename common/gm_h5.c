@@ -284,6 +284,7 @@ gm_status gm_h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t cap
         char *s = NULL;
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 will not convert ASCII <-> UTF-8 */
         if (H5Aread(a, mt, &s) < 0 || !s)
             st = gm_error_set(err, GM_EFORMAT, "%s: attribute \"%s\" cannot be read",
                               gm_h5_filename(obj, f, sizeof f), name);
@@ -299,6 +300,7 @@ gm_status gm_h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t cap
         char *tmp = calloc(1, size + 1);
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, size + 1);
+        H5Tset_cset(mt, H5Tget_cset(ft));
         if (!tmp)
             st = gm_error_set(err, GM_ENOMEM, "out of memory");
         else if (H5Aread(a, mt, tmp) < 0)
