@@ -463,6 +463,7 @@ size_t gm_net_block_param_offset(const gm_net *n, int b) { return n->block_par[b
 size_t gm_net_block_buffer_offset(const gm_net *n, int b) { return n->block_buf[b]; }
 int gm_net_nblocks(const gm_net *n) { return n->nblocks; }
 const gm_block *gm_net_block(const gm_net *n, int b) { return &n->blocks[b]; }
+int gm_net_block_parent(const gm_net *n, int b) { return n->block_parent[b]; }
 gm_shape gm_net_block_input_shape(const gm_net *n, int b) { return n->block_in[b]; }
 gm_net_memory gm_net_memory_use(const gm_net *n) { return n->mem; }
 gm_backend *gm_net_backend(gm_net *n) { return n->be; }
@@ -473,3 +474,5 @@ uint64_t gm_net_flops(const gm_net *n)
     for (int b = 0; b < n->nblocks; b++) f += gm_block_flops(&n->blocks[b], n->block_in[b]);
     return f;
 }
+
+gm_rng *gm_net_rng(gm_net *net) { return &net->rng; }

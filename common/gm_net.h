@@ -97,9 +97,13 @@ gm_status gm_net_time_blocks(gm_net *net, int reps, double *fwd, double *bwd, gm
 
 int gm_net_nblocks(const gm_net *net);
 const gm_block *gm_net_block(const gm_net *net, int b);
+/* The block that block b reads: -1 for the net input, else an earlier block. */
+int gm_net_block_parent(const gm_net *net, int b);
 gm_shape gm_net_block_input_shape(const gm_net *net, int b);
 uint64_t gm_net_flops(const gm_net *net); /* forward, per sample */
 gm_net_memory gm_net_memory_use(const gm_net *net);
 gm_backend *gm_net_backend(gm_net *net);
+/* The dropout generator: saved and restored by a resumable training. */
+gm_rng *gm_net_rng(gm_net *net);
 
 #endif
