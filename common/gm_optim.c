@@ -69,3 +69,14 @@ void gm_optim_step(gm_optim *o, float *params, const float *grads)
 
 void gm_optim_set_lr(gm_optim *o, float lr) { o->u.lr = lr; }
 long gm_optim_steps(const gm_optim *o) { return o->u.step; }
+
+gm_update gm_optim_hyper(const gm_optim *o) { return o->u; }
+
+void gm_optim_state(gm_optim *o, float **m, float **v, size_t *n)
+{
+    *m = o->m;
+    *v = o->v;
+    *n = o->n;
+}
+
+void gm_optim_set_steps(gm_optim *o, long steps) { o->u.step = steps; }

@@ -27,4 +27,12 @@ void gm_optim_step(gm_optim *opt, float *params, const float *grads);
 void gm_optim_set_lr(gm_optim *opt, float lr);
 long gm_optim_steps(const gm_optim *opt);
 
+/*
+ * The state a resumed training must restore: the update rule, the step count and
+ * the moment arrays (backend memory, n floats each; v is NULL for SGD).
+ */
+gm_update gm_optim_hyper(const gm_optim *opt);
+void gm_optim_state(gm_optim *opt, float **m, float **v, size_t *n);
+void gm_optim_set_steps(gm_optim *opt, long steps);
+
 #endif
