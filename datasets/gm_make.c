@@ -171,7 +171,7 @@ static int inside(int shape, long dx, long dy, long r)
     case 2: /* triangle, apex up, base 2r wide at the bottom */
         return dy >= -r && dy <= r && 2 * ax <= dy + r;
     default: { /* cross: two bars of width 3/4 r */
-        long t = r * 3 / 8;
+        long t = r * 5 / 16;
         return (ax <= r && ay <= t) || (ax <= t && ay <= r);
     }
     }
@@ -262,19 +262,33 @@ static gm_status write_split(gm_ds_writer *w, gm_split s, long n, size_t sample_
     return st;
 }
 
-static gm_status check_opts(gm_make_kind k, const gm_make_opts *o, int min_size, int max_size, gm_error *err)
+gm_status gm_make_check(gm_make_kind k, const gm_make_opts *o, gm_error *err)
 {
+    if ((unsigned)k >= GM_MAKE_NKINDS) return gm_error_set(err, GM_EINVAL, "unknown maker %d", (int)k);
+    const int min_size = k == GM_MAKE_SPRITES ? GM_SPRITE_MIN_SIZE : GM_FASHION_SIDE;
+    const int max_size = k == GM_MAKE_SPRITES ? GM_SPRITE_MAX_SIZE : GM_FASHION_MAX_SIZE;
     if (o->size < min_size || o->size > max_size)
-        return gm_error_set(err, GM_EINVAL, "%s: size must be in [%d, %d], got %d", kind_names[k], min_size, max_size,
-                            o->size);
+        return gm_error_set(err, GM_EINVAL, "canvas size must be in [%d, %d] for %s, got %d", min_size, max_size,
+                            kind_names[k], o->size);
     long total = 0;
     for (int s = 0; s < GM_NSPLITS; s++) {
         if (o->n[s] < 0 || o->n[s] > MAX_SAMPLES)
-            return gm_error_set(err, GM_EINVAL, "%s: %s split size must be in [0, %ld], got %ld", kind_names[k],
+            return gm_error_set(err, GM_EINVAL, "%s split size must be in [0, %ld], got %ld",
                                 gm_split_name((gm_split)s), MAX_SAMPLES, o->n[s]);
         total += o->n[s];
     }
-    if (total == 0) return gm_error_set(err, GM_EINVAL, "%s: every split is empty: nothing to write", kind_names[k]);
+    if (total == 0) return gm_error_set(err, GM_EINVAL, "every split is empty: nothing to write");
+    if (k == GM_MAKE_FASHION) {
+        /* Fashion draws without replacement: a split cannot outgrow its pool. */
+        static const char *const pool_names[GM_NSPLITS] = {"the first 50000 Fashion-MNIST training images",
+                                                           "the last 10000 Fashion-MNIST training images",
+                                                           "the 10000 Fashion-MNIST test images"};
+        const long pool_n[GM_NSPLITS] = {GM_FASHION_TRAIN_POOL, GM_FASHION_VAL_POOL, GM_FASHION_TEST_POOL};
+        for (int s = 0; s < GM_NSPLITS; s++)
+            if (o->n[s] > pool_n[s])
+                return gm_error_set(err, GM_EINVAL, "%s split of %ld samples asked for, but its pool has %ld (%s)",
+                                    gm_split_name((gm_split)s), o->n[s], pool_n[s], pool_names[s]);
+    }
     return GM_OK;
 }
 
@@ -345,7 +359,7 @@ static void mf_gen(void *ctx, long first, long count, uint8_t *x, int32_t *const
 gm_status gm_make_multi_fashion(const char *path, const gm_make_opts *o, gm_make_progress progress, void *pctx,
                                 gm_error *err)
 {
-    gm_status st = check_opts(GM_MAKE_MULTI_FASHION, o, GM_FASHION_SIDE, GM_FASHION_MAX_SIZE, err);
+    gm_status st = gm_make_check(GM_MAKE_MULTI_FASHION, o, err);
     if (st != GM_OK) return st;
     gm_make_fashion_src src;
     st = gm_make_fashion_src_load(&src, o->fashion_dir, err);
@@ -381,25 +395,17 @@ static void fashion_gen(void *ctx, long first, long count, uint8_t *x, int32_t *
 gm_status gm_make_fashion(const char *path, const gm_make_opts *o, gm_make_progress progress, void *pctx,
                           gm_error *err)
 {
-    gm_status st = check_opts(GM_MAKE_FASHION, o, GM_FASHION_SIDE, GM_FASHION_MAX_SIZE, err);
+    gm_status st = gm_make_check(GM_MAKE_FASHION, o, err);
     if (st != GM_OK) return st;
-    static const char *const pool_names[GM_NSPLITS] = {"the first 50000 Fashion-MNIST training images",
-                                                       "the last 10000 Fashion-MNIST training images",
-                                                       "the 10000 Fashion-MNIST test images"};
-    const long pool_n[GM_NSPLITS] = {GM_FASHION_TRAIN_POOL, GM_FASHION_VAL_POOL, 10000};
-    for (int s = 0; s < GM_NSPLITS; s++)
-        if (o->n[s] > pool_n[s])
-            return gm_error_set(err, GM_EINVAL, "fashion: %s split of %ld samples asked for, but its pool has %ld (%s)",
-                                gm_split_name((gm_split)s), o->n[s], pool_n[s], pool_names[s]);
     gm_make_fashion_src src;
     st = gm_make_fashion_src_load(&src, o->fashion_dir, err);
     int *order[GM_NSPLITS] = {0};
     for (int s = 0; s < GM_NSPLITS && st == GM_OK; s++) {
         if (o->n[s] > src.pool[s].n)
-            st = gm_error_set(err, GM_EINVAL, "fashion: %s split of %ld samples asked for, but its pool has %d",
+            st = gm_error_set(err, GM_EINVAL, "%s split of %ld samples asked for, but its pool has %d",
                               gm_split_name((gm_split)s), o->n[s], src.pool[s].n);
         else if (!(order[s] = malloc((size_t)src.pool[s].n * sizeof(int))))
-            st = gm_error_set(err, GM_ENOMEM, "fashion: out of memory");
+            st = gm_error_set(err, GM_ENOMEM, "out of memory for the order of %d images", src.pool[s].n);
         else {
             gm_rng rng;
             gm_make_split_rng(o->seed, (gm_split)s, &rng);
@@ -437,7 +443,7 @@ static void sprites_gen(void *ctx, long first, long count, uint8_t *x, int32_t *
 gm_status gm_make_sprites(const char *path, const gm_make_opts *o, gm_make_progress progress, void *pctx,
                           gm_error *err)
 {
-    gm_status st = check_opts(GM_MAKE_SPRITES, o, GM_SPRITE_MIN_SIZE, GM_SPRITE_MAX_SIZE, err);
+    gm_status st = gm_make_check(GM_MAKE_SPRITES, o, err);
     if (st != GM_OK) return st;
     gm_ds_info info = base_info(GM_MAKE_SPRITES, o, 3, " (procedural sprites v1)");
     for (int f = 0; f < GM_SPRITE_NFACTORS; f++) set_task(&info, factor_names[f], factor_classes[f]);
@@ -932,29 +938,29 @@ static void import_source(char *buf, size_t cap, const gm_make_import_opts *o)
 static gm_status check_import_opts(const gm_make_import_opts *o, gm_error *err)
 {
     if (!o->name || !o->name[0] || strlen(o->name) >= GM_DS_NAME_MAX)
-        return gm_error_set(err, GM_EINVAL, "import: the dataset name must have 1 to %d characters", GM_DS_NAME_MAX - 1);
+        return gm_error_set(err, GM_EINVAL, "the dataset name must have 1 to %d characters", GM_DS_NAME_MAX - 1);
     int any = 0;
     for (int s = 0; s < GM_NSPLITS; s++) any |= o->x[s] != NULL;
-    if (!any) return gm_error_set(err, GM_EINVAL, "import: no split given (train, val or test images)");
+    if (!any) return gm_error_set(err, GM_EINVAL, "no split given (train, val or test images)");
     if (o->ntasks < 1 || o->ntasks > GM_DS_MAX_TASKS)
-        return gm_error_set(err, GM_EINVAL, "import: 1 to %d tasks needed, got %d", GM_DS_MAX_TASKS, o->ntasks);
+        return gm_error_set(err, GM_EINVAL, "1 to %d tasks needed, got %d", GM_DS_MAX_TASKS, o->ntasks);
     for (int t = 0; t < o->ntasks; t++) {
         const gm_make_import_task *k = &o->tasks[t];
         if (!k->name[0] || strchr(k->name, ',') || strchr(k->name, '/'))
-            return gm_error_set(err, GM_EINVAL, "import: task name \"%s\" must be non-empty, without ',' or '/'",
+            return gm_error_set(err, GM_EINVAL, "task name \"%s\" must be non-empty, without ',' or '/'",
                                 k->name);
         for (int u = 0; u < t; u++)
             if (!strcmp(o->tasks[u].name, k->name))
-                return gm_error_set(err, GM_EINVAL, "import: task \"%s\" given twice", k->name);
+                return gm_error_set(err, GM_EINVAL, "task \"%s\" given twice", k->name);
         if (k->classes < 0 || k->classes == 1)
-            return gm_error_set(err, GM_EINVAL, "import: task \"%s\" needs at least 2 classes, got %d", k->name,
+            return gm_error_set(err, GM_EINVAL, "task \"%s\" needs at least 2 classes, got %d", k->name,
                                 k->classes);
         for (int s = 0; s < GM_NSPLITS; s++) {
             if (o->x[s] && !k->y[s])
-                return gm_error_set(err, GM_EINVAL, "import: task \"%s\" has no labels for the %s split", k->name,
+                return gm_error_set(err, GM_EINVAL, "task \"%s\" has no labels for the %s split", k->name,
                                     gm_split_name((gm_split)s));
             if (!o->x[s] && k->y[s])
-                return gm_error_set(err, GM_EINVAL, "import: task \"%s\" has labels for the %s split, which has no images",
+                return gm_error_set(err, GM_EINVAL, "task \"%s\" has labels for the %s split, which has no images",
                                     k->name, gm_split_name((gm_split)s));
         }
     }

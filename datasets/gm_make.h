@@ -40,7 +40,8 @@ enum {
     GM_FASHION_SIDE = 28,           /* Fashion-MNIST images are 28x28 */
     GM_FASHION_TRAIN_IMAGES = 60000,
     GM_FASHION_TRAIN_POOL = 50000,  /* first 50,000 training images feed train */
-    GM_FASHION_VAL_POOL = 10000,    /* the last 10,000 feed val; test uses t10k */
+    GM_FASHION_VAL_POOL = 10000,    /* the last 10,000 feed val */
+    GM_FASHION_TEST_POOL = 10000,   /* t10k's 10,000 feed test */
     GM_FASHION_MAX_SIZE = 1024
 };
 
@@ -145,10 +146,15 @@ const char *gm_make_kind_name(gm_make_kind k);
 gm_make_opts gm_make_defaults(gm_make_kind k);
 
 /*
+ * Checks a maker's options without touching any file: size range, split sizes in
+ * [0, 1e9] and not all 0, and for fashion no split larger than its pool. The
+ * message names the split or size and the value. The writers below call it first.
+ */
+gm_status gm_make_check(gm_make_kind k, const gm_make_opts *o, gm_error *err);
+
+/*
  * Writes a maker's dataset to path (atomically: nothing is left at path on
- * error). The options are checked first (size range, a split larger than what its
- * pool has, no samples at all) and the message names the split or size and the
- * value.
+ * error), after gm_make_check.
  * The file's source attribute records the maker, every option and the seed.
  * progress may be NULL.
  */

@@ -58,6 +58,17 @@ for want in "name    sprites" "--seed 3" "train 40, val 8, test 8" "3x16x16 uint
     grep -q -- "$want" "$tmp/out" || { echo "FAIL info lacks \"$want\""; cat "$tmp/out"; fails=$((fails + 1)); }
 done
 
+# ---- the Fashion-MNIST makers, small
+if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    run data multi-fashion --out "$tmp/m.h5" --train 100 --val 20 --test 20 --seed 2
+    check "tiny multi-fashion" 0 $? "$tmp/out" "wrote $tmp/m.h5: 100/20/20 samples, 2 tasks, 1x36x36 uint8"
+    run data info "$tmp/m.h5";      check "multi-fashion info" 0 $? "$tmp/out" "task right: 10 classes"
+    run data fashion --out "$tmp/f.h5" --size 28 --train 100 --val 0 --test 20
+    check "tiny fashion" 0 $? "$tmp/out" "wrote $tmp/f.h5: 100/0/20 samples, 1 task, 1x28x28 uint8"
+else
+    echo "SKIPPED Fashion-MNIST makers: dataset-fashion-mnist is not installed"
+fi
+
 # ---- import from an HDF5 source: the sprites file's own arrays
 run data import --out "$tmp/h.h5" --name back --split "train=$tmp/s.h5:/train/x" \
     --label "train:shape=$tmp/s.h5:/train/y/shape" --label "train:colour=$tmp/s.h5:/train/y/colour"

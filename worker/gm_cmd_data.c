@@ -153,10 +153,14 @@ static int cmd_maker(gm_make_kind k, int argc, char **argv)
         fprintf(stderr, "Try 'gmorph data %s --help'.\n", gm_make_kind_name(k));
         return GM_EXIT_USAGE;
     }
+    gm_error err;
+    if (gm_make_check(k, &o, &err) != GM_OK) {
+        fprintf(stderr, "gmorph %s: %s\nTry 'gmorph data %s --help'.\n", cmd, err.msg, gm_make_kind_name(k));
+        return GM_EXIT_USAGE;
+    }
     progress_ctx p = {cmd, gm_now_s()};
     if (k != GM_MAKE_SPRITES)
         fprintf(stderr, "gmorph %s: reading Fashion-MNIST from %s\n", cmd, o.fashion_dir ? o.fashion_dir : GM_FASHION_MNIST_DIR);
-    gm_error err;
     if (gm_make_write(k, out, &o, show_progress, &p, &err) != GM_OK) return gm_cli_fail(cmd, NULL, &err);
     return report_written(cmd, out);
 }
@@ -173,7 +177,8 @@ static void usage_import(FILE *f)
             "  --name NAME         the dataset's name (required)\n"
             "  --split SPLIT=X     images of a split (train, val or test): uint8 or float32, shaped\n"
             "                      (N,C,H,W), (N,H,W,C) with --layout nhwc, or (N,H,W) for one channel\n"
-            "  --label SPLIT:TASK=Y  labels of a task for a split: int8/uint8/int16/int32/int64, shape\n"
+            "  --label SPLIT:TASK=Y\n"
+            "                      labels of a task for a split: int8/uint8/int16/int32/int64, shaped\n"
             "                      (N,); every task needs labels for every split given\n"
             "  --classes TASK=K    classes of a task (default: largest label + 1, at least 2)\n"
             "  --layout nchw|nhwc  layout of 4-d images (default nchw)\n"

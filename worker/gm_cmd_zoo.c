@@ -30,7 +30,7 @@ enum { MAX_ARGS = 64, MAX_MODELS = 16, MAX_DATASETS = 8, ARG_LEN = 128 };
 
 typedef struct {
     const char *config, *out, *only;
-    int threads, quiet;
+    int threads, quiet, epochs;
     double scale;
 } zoo_args;
 
@@ -60,8 +60,9 @@ static void usage(FILE *f)
             "are datasets/zoo/b1.json and datasets/zoo/b2.json.\n\n"
             "  --out DIR       where datasets and models go (created if missing)\n"
             "  --only LIST     build only these models (comma-separated names)\n"
-            "  --scale X       multiply every dataset split size by X (0 < X <= 1) and cap\n"
-            "                  epochs at 1 when X < 1: a quick smoke build (default 1)\n"
+            "  --scale X       multiply every dataset split size by X (0 < X <= 1; default 1)\n"
+            "  --epochs N      train every model N epochs instead of its configured number\n"
+            "                  (with --scale: a quick smoke build of the whole pipeline)\n"
             "  --threads N     CPU threads (default: all cores)\n"
             "  --quiet         no training progress\n"
             "  -h, --help      this text\n");
@@ -72,6 +73,7 @@ static int parse(int argc, char **argv, zoo_args *a)
     static const struct option opts[] = {
         {"out", required_argument, 0, 'O'},     {"only", required_argument, 0, 'o'},
         {"scale", required_argument, 0, 'S'},   {"threads", required_argument, 0, 't'},
+        {"epochs", required_argument, 0, 'e'},
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     *a = (zoo_args){.threads = gm_cli_cores(), .scale = 1.0};
@@ -84,6 +86,7 @@ static int parse(int argc, char **argv, zoo_args *a)
         case 'o': a->only = optarg; break;
         case 'S': bad = gm_cli_float(CMD, "--scale", optarg, 1e-6, 1.0, &a->scale); break;
         case 't': bad = gm_cli_int(CMD, "--threads", optarg, 1, 1024, &v); a->threads = (int)v; break;
+        case 'e': bad = gm_cli_int(CMD, "--epochs", optarg, 1, 100000, &v); a->epochs = (int)v; break;
         case 'q': a->quiet = 1; break;
         case 'h': usage(stdout); exit(GM_EXIT_OK);
         default: bad = 1;
@@ -224,7 +227,7 @@ static int train_model(const zoo_args *a, const zoo_model *m, const char *dspath
     int bad = push(&b, "train") || push(&b, "--data") || push(&b, dspath) || push(&b, "--task") ||
               push(&b, m->task) || push(&b, "--out") || push(&b, path) || push(&b, "--arch") ||
               push(&b, m->arch) || push(&b, "--widths") || push(&b, w) || push(&b, "--optim") || push(&b, m->optim);
-    snprintf(v, sizeof v, "%lld", a->scale < 1.0 ? 1 : m->epochs);
+    snprintf(v, sizeof v, "%lld", a->epochs ? (long long)a->epochs : m->epochs);
     bad = bad || push(&b, "--epochs") || push(&b, v);
     snprintf(v, sizeof v, "%lld", m->batch);
     bad = bad || push(&b, "--batch") || push(&b, v);
@@ -279,7 +282,7 @@ static int summarise(FILE *f, const zoo_args *a, const zoo_model *zm, const char
         *below += !ok;
         fprintf(f, "| %s | %s/%s | %s | %zu | %.1f | %lld/%lld | %.0f | %.2f | %.2f | %.2f | %.3f | %s |\n", zm->name,
                 zm->dataset, t->name, m.arch, gm_net_nparams(net), (double)gm_net_flops(net) / 1e6, best_epoch,
-                a->scale < 1.0 ? 1LL : zm->epochs, train_s, 100.0 * t->val_accuracy, 100.0 * t->test_accuracy,
+                a->epochs ? (long long)a->epochs : zm->epochs, train_s, 100.0 * t->val_accuracy, 100.0 * t->test_accuracy,
                 100.0 * zm->min_test, ms, ok ? "yes" : "**no**");
     }
     if (g >= 0) H5Gclose(g);
@@ -358,7 +361,7 @@ int gm_cmd_zoo(int argc, char **argv)
     }
     int below = 0;
     fprintf(f, "# Task zoo %s\n\n%s\n\nBuilt by `gmorph zoo %s --out %s%s` (threads %d).\n\n", title, desc,
-            a.config, a.out, a.scale < 1.0 ? " --scale ..." : "", a.threads);
+            a.config, a.out, a.scale < 1.0 || a.epochs ? " (scaled down: --scale/--epochs)" : "", a.threads);
     fprintf(f, "| model | dataset/task | architecture | parameters | MFLOP | best/epochs | train s | val %% | "
                "test %% | target %% | batch-1 ms (1 thread) | target met |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; rc == GM_EXIT_OK && i < nm; i++) {

@@ -343,12 +343,12 @@ static float lr_at(const trainer *t, long step)
 }
 
 /* done: the epoch that just ended, whose sums are already in the history. */
-static void report(const trainer *t, double t0, long step0, int done, double val)
+static void report(const trainer *t, double s0, long step0, int done, double val)
 {
     const gm_train_opts *o = t->o;
     if (!o->progress) return;
     long step = (long)t->epoch * t->per_epoch + t->in_epoch;
-    double now = gm_now_s(), el = now - t0;
+    double el = t->train_s - s0; /* training time only: evaluation is not throughput */
     double rate = el > 0 ? (double)(step - step0) * o->batch / el : 0.0;
     gm_train_progress p = {.epoch = t->epoch + 1 - done, .epochs = o->epochs, .step = step, .steps = t->steps,
                            .loss = done ? (float)t->h_loss[t->epoch - 1]
@@ -403,7 +403,7 @@ static gm_status train_loop(trainer *t, gm_train_result *r, gm_error *err)
     int32_t *y = malloc(sizeof(int32_t) * (size_t)B);
     gm_status st = order && x && logits && y ? GM_OK : gm_error_set(err, GM_ENOMEM, "train: out of memory");
     const long step0 = (long)t->epoch * t->per_epoch + t->in_epoch;
-    const double t0 = gm_now_s();
+    const double t0 = gm_now_s(), train_s0 = t->train_s;
     double last_report = t0, last_ckpt = t0;
     while (st == GM_OK && t->epoch < o->epochs) {
         gm_ds_epoch_order(t->n_train, o->seed, t->epoch, order);
@@ -436,7 +436,7 @@ static gm_status train_loop(trainer *t, gm_train_result *r, gm_error *err)
             double now = gm_now_s();
             t->train_s += now - s0;
             if (now - last_report >= o->report_every_s && t->in_epoch < t->per_epoch) {
-                report(t, t0, step0, 0, NAN);
+                report(t, train_s0, step0, 0, NAN);
                 last_report = now;
             }
             if (o->checkpoint && o->checkpoint_every_s > 0 && now - last_ckpt >= o->checkpoint_every_s &&
@@ -454,7 +454,7 @@ static gm_status train_loop(trainer *t, gm_train_result *r, gm_error *err)
         double val;
         double epoch_s = gm_now_s() - epoch_t0;
         st = end_epoch(t, epoch_s, &val, err);
-        if (st == GM_OK) report(t, t0, step0, 1, val);
+        if (st == GM_OK) report(t, train_s0, step0, 1, val);
         if (st == GM_OK && o->checkpoint) {
             st = save_checkpoint(t, err);
             last_ckpt = gm_now_s();
