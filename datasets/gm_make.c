@@ -147,7 +147,14 @@ void gm_make_sprite_draw(gm_rng *rng, int size, gm_sprite *sp)
 static void sprite_geometry(const gm_sprite *sp, int size, long *cx, long *cy, long *r)
 {
     const long side = (long)size * GM_SPRITE_SUB;
-    *r = side * scale_pct[sp->f[GM_SPRITE_SCALE]] / 100;
+    /* Half-extent n + 1/2 pixels: a digital disk of that radius never fills its
+     * bounding square (n >= 2), and each scale is at least a pixel above the last. */
+    long n = 1;
+    for (int k = 0; k <= sp->f[GM_SPRITE_SCALE]; k++) {
+        long want = (long)size * scale_pct[k] / 100;
+        n = want > n + 1 ? want : n + 1;
+    }
+    *r = n * GM_SPRITE_SUB + GM_SPRITE_SUB / 2;
     int pos = sp->f[GM_SPRITE_POSITION];
     long c[2] = {side * cell_pct[pos % 3] / 100 + sp->jx, side * cell_pct[pos / 3] / 100 + sp->jy};
     for (int i = 0; i < 2; i++) {
@@ -171,7 +178,7 @@ static int inside(int shape, long dx, long dy, long r)
     case 2: /* triangle, apex up, base 2r wide at the bottom */
         return dy >= -r && dy <= r && 2 * ax <= dy + r;
     default: { /* cross: two bars of width 3/4 r */
-        long t = r * 5 / 16;
+        long t = r * 3 / 8;
         return (ax <= r && ay <= t) || (ax <= t && ay <= r);
     }
     }

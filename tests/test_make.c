@@ -481,7 +481,7 @@ static void test_sprites_distinguishable(void **state)
             for (int c = 0; c < 3; c++) d += (rgb[a][c] - rgb[b][c]) * (rgb[a][c] - rgb[b][c]);
             if (sqrt(d) < 100) fail_msg("colours %d and %d are %.0f apart", a, b, sqrt(d));
         }
-    /* Shapes: at every scale, position and jitter, any two shapes differ in at least 3 pixels. */
+    /* Shapes: at every scale, position and jitter, any two shapes differ in at least 4 pixels ... */
     uint8_t ma[256], mb[256];
     for (int sc = 0; sc < GM_SPRITE_SCALES; sc++)
         for (int pos = 0; pos < GM_SPRITE_POSITIONS; pos++)
@@ -494,8 +494,24 @@ static void test_sprites_distinguishable(void **state)
                         gm_make_sprite_mask(&sb, size, mb);
                         int diff = 0;
                         for (size_t p = 0; p < plane; p++) diff += ma[p] != mb[p];
-                        if (diff < 3) fail_msg("shapes %d and %d at scale %d, position %d, jitter %d differ in %d pixels", a, b, sc, pos, j, diff);
+                        if (diff < 4) fail_msg("shapes %d and %d at scale %d, position %d, jitter %d differ in %d pixels", a, b, sc, pos, j, diff);
                     }
+    /* ... and so at every canvas size from the smallest (the raster does not depend on position). */
+    uint8_t *la = malloc(64 * 64), *lb = malloc(64 * 64);
+    for (int sz = GM_SPRITE_MIN_SIZE; sz <= 64; sz++)
+        for (int sc = 0; sc < GM_SPRITE_SCALES; sc++)
+            for (int a = 0; a < GM_SPRITE_SHAPES; a++)
+                for (int b = a + 1; b < GM_SPRITE_SHAPES; b++) {
+                    gm_sprite sa = {.f = {a, 0, sc, 4}}, sb = sa;
+                    sb.f[GM_SPRITE_SHAPE] = b;
+                    gm_make_sprite_mask(&sa, sz, la);
+                    gm_make_sprite_mask(&sb, sz, lb);
+                    int diff = 0;
+                    for (int p = 0; p < sz * sz; p++) diff += la[p] != lb[p];
+                    if (diff < 4) fail_msg("size %d: shapes %d and %d at scale %d differ in %d pixels", sz, a, b, sc, diff);
+                }
+    free(la);
+    free(lb);
     /* The rendered pixels follow the mask exactly. */
     gm_rng rng;
     gm_rng_seed(&rng, 5);
