@@ -83,10 +83,10 @@ cat > "$tmp/zoo.json" <<'JSON'
             {"name": "scale", "dataset": "sp", "task": "scale", "arch": "resnet8", "widths": [8, 16],
              "epochs": 3, "min_test_accuracy": 0.0}]}
 JSON
-run zoo "$tmp/zoo.json" --out "$tmp/zoo" --scale 0.05 --epochs 3 --threads 2 --quiet
-check "zoo smoke build" 0 $? "$tmp/zoo/zoo.md" "| colour | sp/colour | vgg11 8,16 |"
-run zoo "$tmp/zoo.json" --out "$tmp/zoo" --scale 0.05 --epochs 3 --quiet
-check "zoo rerun keeps what exists" 0 $? "$tmp/err" "model $tmp/zoo/colour.h5 exists: kept"
+run zoo "$tmp/zoo.json" --out "$tmp/zoo/nested" --scale 0.05 --epochs 3 --threads 2 --quiet
+check "zoo smoke build" 0 $? "$tmp/zoo/nested/zoo.md" "| colour | sp/colour | vgg11 8,16 |"
+run zoo "$tmp/zoo.json" --out "$tmp/zoo/nested" --scale 0.05 --epochs 3 --quiet
+check "zoo rerun keeps what exists" 0 $? "$tmp/err" "model $tmp/zoo/nested/colour.h5 exists: kept"
 echo '{"name": "x", "datasets": [], "models": [{"name": "a", "dataset": "nope"}]}' > "$tmp/bad.json"
 run zoo "$tmp/bad.json" --out "$tmp/zoo2"; check "zoo bad config" 2 $? "$tmp/err" 'missing \\"task\\"\|missing "task"'
 exit $((fails > 0))

@@ -293,6 +293,20 @@ static int summarise(FILE *f, const zoo_args *a, const zoo_model *zm, const char
     return st == GM_OK ? GM_EXIT_OK : gm_cli_fail(CMD, NULL, &err);
 }
 
+/* mkdir -p: creates path and any missing parents. */
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 int gm_cmd_zoo(int argc, char **argv)
 {
     zoo_args a;
@@ -333,7 +347,7 @@ int gm_cmd_zoo(int argc, char **argv)
         rc = gm_cli_fail(CMD, NULL, &err);
         goto done;
     }
-    if (mkdir(a.out, 0777) != 0 && errno != EEXIST) {
+    if (mkdir_p(a.out) != 0) {
         fprintf(stderr, "gmorph zoo: cannot create %s: %s\n", a.out, strerror(errno));
         rc = GM_EXIT_USAGE;
         goto done;
