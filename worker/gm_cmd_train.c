@@ -19,7 +19,7 @@
 #define CMD "train"
 
 typedef struct {
-    const char *data, *task, *out, *arch, *optim, *checkpoint;
+    const char *data, *task, *out, *arch, *optim, *checkpoint, *norm_from;
     int widths[5], epochs, batch, threads, quiet, fresh;
     long limit;
     double lr, wd, ckpt_every;
@@ -52,6 +52,8 @@ static void usage(FILE *f)
             "  --lr X               peak learning rate, cosine-decayed to 0 (default 2e-3; sgd 0.05)\n"
             "  --weight-decay X     (default 0; adamw 0.01)\n"
             "  --limit N            train on the first N training samples only\n"
+            "  --norm-from FILE     normalise inputs with another dataset file's mean and std (models\n"
+            "                       that will be fused must all expect the same input)\n"
             "  --seed N             initialisation and shuffling seed (default 1)\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --checkpoint FILE    resumable state (default: MODEL.ckpt.h5 beside --out)\n"
@@ -74,6 +76,7 @@ static int parse(int argc, char **argv, train_args *a)
         {"threads", required_argument, 0, 't'},  {"limit", required_argument, 0, 'n'},
         {"seed", required_argument, 0, 's'},     {"checkpoint", required_argument, 0, 'c'},
         {"checkpoint-every", required_argument, 0, 'C'}, {"fresh", no_argument, 0, 'F'},
+        {"norm-from", required_argument, 0, 'N'},
         {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     *a = (train_args){.arch = "vgg11", .optim = "adam", .widths = {16, 32, 64, 64, 0}, .epochs = 10,
@@ -100,6 +103,7 @@ static int parse(int argc, char **argv, train_args *a)
         case 'c': a->checkpoint = optarg; break;
         case 'C': bad = gm_cli_float(CMD, "--checkpoint-every", optarg, 0.0, 1e9, &a->ckpt_every); break;
         case 'F': a->fresh = 1; break;
+        case 'N': a->norm_from = optarg; break;
         case 'q': a->quiet = 1; break;
         case 'h': usage(stdout); exit(GM_EXIT_OK);
         default: bad = 1;
@@ -182,6 +186,20 @@ int gm_cmd_train(int argc, char **argv)
     gm_error err;
     gm_dataset *ds = NULL;
     if (gm_ds_open(&ds, a.data, &err) != GM_OK) return gm_cli_fail(CMD, NULL, &err);
+    if (a.norm_from) {
+        gm_dataset *other = NULL;
+        if (gm_ds_open(&other, a.norm_from, &err) != GM_OK) return gm_ds_close(ds), gm_cli_fail(CMD, "--norm-from", &err);
+        const gm_ds_info *oi = gm_ds_get_info(other);
+        if (oi->shape.c != gm_ds_get_info(ds)->shape.c) {
+            fprintf(stderr, "gmorph train: --norm-from %s has %d channels, %s has %d\n", a.norm_from, oi->shape.c,
+                    a.data, gm_ds_get_info(ds)->shape.c);
+            gm_ds_close(other);
+            gm_ds_close(ds);
+            return GM_EXIT_USAGE;
+        }
+        gm_ds_set_normalisation(ds, oi->mean, oi->std);
+        gm_ds_close(other);
+    }
     int task = pick_task(ds, a.task), rc = GM_EXIT_OK;
     gm_model *model = calloc(1, sizeof *model);
     gm_backend *be = NULL;

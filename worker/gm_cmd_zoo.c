@@ -107,7 +107,7 @@ static int parse(int argc, char **argv, zoo_args *a)
 
 /* What the config says about one model. */
 typedef struct {
-    char name[64], dataset[64], task[64], arch[32], optim[16];
+    char name[64], dataset[64], task[64], arch[32], optim[16], norm_from[64];
     long long widths[4];
     int nwidths;
     long long epochs, batch, seed;
@@ -120,7 +120,8 @@ typedef struct {
 } zoo_dataset;
 
 static const char *const model_keys[] = {"name", "dataset", "task", "arch", "widths", "epochs", "batch",
-                                         "optim", "lr", "weight_decay", "seed", "min_test_accuracy", NULL};
+                                         "optim", "lr", "weight_decay", "seed", "min_test_accuracy",
+                                         "norm_from", NULL};
 
 static gm_status read_model(const gm_json *j, zoo_model *m, gm_error *err)
 {
@@ -139,6 +140,7 @@ static gm_status read_model(const gm_json *j, zoo_model *m, gm_error *err)
     if (st == GM_OK) st = gm_json_get_double(j, "lr", 0, 1e-12, 100.0, &m->lr, err);
     if (st == GM_OK) st = gm_json_get_double(j, "weight_decay", 0, 0.0, 100.0, &m->wd, err);
     if (st == GM_OK) st = gm_json_get_double(j, "min_test_accuracy", 0, 0.0, 1.0, &m->min_test, err);
+    if (st == GM_OK) st = gm_json_get_string(j, "norm_from", 0, m->norm_from, sizeof m->norm_from, err);
     return st;
 }
 
@@ -243,6 +245,11 @@ static int train_model(const zoo_args *a, const zoo_model *m, const char *dspath
         snprintf(v, sizeof v, "%.9g", m->wd);
         bad = bad || push(&b, "--weight-decay") || push(&b, v);
     }
+    if (m->norm_from[0]) {
+        char np[4096];
+        snprintf(np, sizeof np, "%s/%s.h5", a->out, m->norm_from);
+        bad = bad || push(&b, "--norm-from") || push(&b, np);
+    }
     if (a->quiet) bad = bad || push(&b, "--quiet");
     if (bad) {
         fprintf(stderr, "gmorph zoo: model \"%s\": too many or too long options\n", m->name);
@@ -293,6 +300,13 @@ static int summarise(FILE *f, const zoo_args *a, const zoo_model *zm, const char
     return st == GM_OK ? GM_EXIT_OK : gm_cli_fail(CMD, NULL, &err);
 }
 
+static int has_dataset(const zoo_dataset *ds, int n, const char *name)
+{
+    for (int k = 0; k < n; k++)
+        if (!strcmp(ds[k].name, name)) return 1;
+    return 0;
+}
+
 /* mkdir -p: creates path and any missing parents. */
 static int mkdir_p(const char *path)
 {
@@ -337,11 +351,12 @@ int gm_cmd_zoo(int argc, char **argv)
     }
     for (size_t i = 0; st == GM_OK && i < gm_json_len(jm); i++, nm++) {
         st = read_model(gm_json_at(jm, i), &models[i], &err);
-        int found = 0;
-        for (int k = 0; st == GM_OK && k < nds; k++) found |= !strcmp(ds[k].name, models[i].dataset);
-        if (st == GM_OK && !found)
+        if (st == GM_OK && !has_dataset(ds, nds, models[i].dataset))
             st = gm_error_set(&err, GM_EINVAL, "%s: models[%zu] uses dataset \"%s\", which \"datasets\" lacks",
                               a.config, i, models[i].dataset);
+        if (st == GM_OK && models[i].norm_from[0] && !has_dataset(ds, nds, models[i].norm_from))
+            st = gm_error_set(&err, GM_EINVAL, "%s: models[%zu].norm_from names dataset \"%s\", which \"datasets\" lacks",
+                              a.config, i, models[i].norm_from);
     }
     if (st != GM_OK) {
         rc = gm_cli_fail(CMD, NULL, &err);
@@ -355,7 +370,9 @@ int gm_cmd_zoo(int argc, char **argv)
     /* Datasets first (only those a selected model needs), then models in config order. */
     for (int k = 0; rc == GM_EXIT_OK && k < nds; k++) {
         int needed = 0;
-        for (int i = 0; i < nm; i++) needed |= selected(a.only, models[i].name) && !strcmp(models[i].dataset, ds[k].name);
+        for (int i = 0; i < nm; i++)
+            needed |= selected(a.only, models[i].name) &&
+                      (!strcmp(models[i].dataset, ds[k].name) || !strcmp(models[i].norm_from, ds[k].name));
         snprintf(path, sizeof path, "%s/%s.h5", a.out, ds[k].name);
         if (needed) rc = make_dataset(&a, &ds[k], path);
     }
