@@ -1,6 +1,6 @@
 /*
  * The CPU backend's non-convolution kernels: normalisation, activations,
- * pooling, linear, residual add, dropout, losses and optimiser updates.
+ * pooling, upsampling, linear, residual add, dropout, losses and optimiser updates.
  * Memory-bound loops are split over OpenMP threads only when the tensor is
  * large enough to repay the fork (batch-1 inference stays on one thread).
  */
@@ -453,6 +453,50 @@ static void gap(const gm_op_args *a, int nt, int backward)
     }
 }
 
+/* ---- nearest-neighbour upsampling --------------------------------------- */
+
+/* Each input row is widened once, and the f-1 other output rows copy it. */
+static void upsample_forward(const gm_op_args *a, int nt)
+{
+    const int f = a->op->p.upsample.factor;
+    const gm_shape in = a->in[0], out = a->out;
+    const int planes = a->batch * in.c;
+#pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * gm_shape_numel(out) >= GM_PAR_MIN)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *x = a->x[0] + (size_t)pl * in.h * in.w;
+        float *y = a->y + (size_t)pl * out.h * out.w;
+        for (int iy = 0; iy < in.h; iy++) {
+            const float *xr = x + (size_t)iy * in.w;
+            float *yr = y + (size_t)iy * f * out.w;
+            for (int ix = 0; ix < in.w; ix++)
+                for (int b = 0; b < f; b++) yr[ix * f + b] = xr[ix];
+            for (int r = 1; r < f; r++) memcpy(yr + (size_t)r * out.w, yr, sizeof(float) * (size_t)out.w);
+        }
+    }
+}
+
+/* dx at a source pixel is the sum of the f*f output gradients it was copied to. */
+static void upsample_backward(const gm_op_args *a, int nt)
+{
+    const int f = a->op->p.upsample.factor, set = a->dx_set[0];
+    const gm_shape in = a->in[0], out = a->out;
+    const int planes = a->batch * in.c;
+#pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)planes * gm_shape_numel(out) >= GM_PAR_MIN)
+    for (int pl = 0; pl < planes; pl++) {
+        float *dx = a->dx[0] + (size_t)pl * in.h * in.w;
+        const float *dy = a->dy + (size_t)pl * out.h * out.w;
+        for (int iy = 0; iy < in.h; iy++)
+            for (int ix = 0; ix < in.w; ix++) {
+                const float *g = dy + (size_t)iy * f * out.w + (size_t)ix * f;
+                float s = 0.0f;
+                for (int r = 0; r < f; r++)
+                    for (int b = 0; b < f; b++) s += g[(size_t)r * out.w + b];
+                float *d = dx + (size_t)iy * in.w + ix;
+                *d = set ? s : *d + s;
+            }
+    }
+}
+
 /* ---- linear ------------------------------------------------------------- */
 
 /* Rows of the batch are split over threads; one GEMM per thread. */
@@ -539,6 +583,7 @@ void gm_cpu_op_forward(const gm_op_args *a, float *scratch, int nt)
         break;
     case GM_OP_ADD: add_forward(a, n, nt); break;
     case GM_OP_DROPOUT: dropout_forward(a, n); break;
+    case GM_OP_UPSAMPLE: upsample_forward(a, nt); break;
     case GM_OP_KIND_COUNT: break;
     }
 }
@@ -571,6 +616,7 @@ void gm_cpu_op_backward(const gm_op_args *a, float *scratch, int nt)
                 if (a->dx[i]) acc(a->dx[i], a->dy, n, a->dx_set[i], nt);
             break;
         case GM_OP_DROPOUT: dropout_backward(a, n, nt); break;
+        case GM_OP_UPSAMPLE: upsample_backward(a, nt); break;
         default: break;
         }
     }

@@ -92,6 +92,9 @@ static int op_int_fields(gm_op *op, int_field *f)
         f[1] = (int_field){"out", &op->p.linear.out};
         f[2] = (int_field){"bias", &op->p.linear.bias};
         return 3;
+    case GM_OP_UPSAMPLE: /* its range (1..16) is gm_op_infer's check */
+        f[0] = (int_field){"factor", &op->p.upsample.factor};
+        return 1;
     default:
         return 0;
     }
@@ -883,4 +886,22 @@ gm_status gm_mfile_load(const char *path, gm_mfile *m, gm_error *err)
     st = gm_mfile_read(f, m, err);
     gm_h5_close_file(f);
     return st;
+}
+
+gm_status gm_mfile_copy(gm_mfile *dst, const gm_mfile *src, gm_error *err)
+{
+    *dst = *src;
+    dst->blocks = malloc(sizeof(gm_block) * (size_t)(src->nblocks ? src->nblocks : 1));
+    dst->parent = malloc(sizeof(int) * (size_t)(src->nblocks ? src->nblocks : 1));
+    dst->params = malloc(sizeof(float) * (src->nparams ? src->nparams : 1));
+    dst->buffers = malloc(sizeof(float) * (src->nbuffers ? src->nbuffers : 1));
+    if (!dst->blocks || !dst->parent || !dst->params || !dst->buffers) {
+        gm_mfile_free(dst);
+        return gm_error_set(err, GM_ENOMEM, "model copy: out of memory");
+    }
+    memcpy(dst->blocks, src->blocks, sizeof(gm_block) * (size_t)src->nblocks);
+    memcpy(dst->parent, src->parent, sizeof(int) * (size_t)src->nblocks);
+    memcpy(dst->params, src->params, sizeof(float) * src->nparams);
+    memcpy(dst->buffers, src->buffers, sizeof(float) * src->nbuffers);
+    return GM_OK;
 }

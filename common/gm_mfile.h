@@ -75,6 +75,8 @@ gm_status gm_mfile_read(hid_t loc, gm_mfile *m, gm_error *err);
 gm_status gm_mfile_save(const char *path, const gm_mfile *m, gm_error *err);
 gm_status gm_mfile_load(const char *path, gm_mfile *m, gm_error *err);
 
+/* A deep copy of src into dst (dst is overwritten; free it first if it held anything). */
+gm_status gm_mfile_copy(gm_mfile *dst, const gm_mfile *src, gm_error *err);
 /* Index of a task by name, or -1. */
 int gm_mfile_task_index(const gm_mfile *m, const char *name);
 void gm_mfile_free(gm_mfile *m);

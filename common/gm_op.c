@@ -1,5 +1,7 @@
 #include "gm_op.h"
 
+#include <limits.h>
+
 gm_op gm_op_conv2d(int cin, int cout, int k, int stride, int pad, int bias)
 {
     gm_op op = {.kind = GM_OP_CONV2D};
@@ -49,11 +51,18 @@ gm_op gm_op_dropout(float p)
     return op;
 }
 
+gm_op gm_op_upsample(int factor)
+{
+    gm_op op = {.kind = GM_OP_UPSAMPLE};
+    op.p.upsample.factor = factor;
+    return op;
+}
+
 const char *gm_op_name(gm_op_kind kind)
 {
     static const char *const names[GM_OP_KIND_COUNT] = {
         "conv2d", "batchnorm2d", "relu", "maxpool2d", "avgpool2d",
-        "globalavgpool", "linear", "flatten", "add", "dropout"};
+        "globalavgpool", "linear", "flatten", "add", "dropout", "upsample"};
     return (unsigned)kind < GM_OP_KIND_COUNT ? names[kind] : "unknown";
 }
 
@@ -139,6 +148,15 @@ gm_status gm_op_infer(const gm_op *op, const gm_shape *in, gm_shape *out, gm_err
     case GM_OP_RELU:
         *out = x;
         return GM_OK;
+    case GM_OP_UPSAMPLE: {
+        const int f = op->p.upsample.factor;
+        if (f < 1 || f > 16)
+            return gm_error_set(err, GM_EINVAL, "upsample: factor %d is not in 1..16", f);
+        if (x.h > INT_MAX / f || x.w > INT_MAX / f)
+            return gm_error_set(err, GM_ESHAPE, "upsample: a %dx%d map times %d overflows", x.h, x.w, f);
+        *out = (gm_shape){x.c, x.h * f, x.w * f};
+        return GM_OK;
+    }
     case GM_OP_KIND_COUNT:
         break;
     }

@@ -31,6 +31,7 @@ typedef enum {
     GM_OP_FLATTEN,      /* (C,H,W) -> (C*H*W,1,1); a view, moves no data */
     GM_OP_ADD,          /* two inputs of the same shape (residual connection) */
     GM_OP_DROPOUT,      /* inverted dropout; identity in eval mode */
+    GM_OP_UPSAMPLE,     /* nearest neighbour by an integer factor: y[h][w] = x[h/f][w/f] */
     GM_OP_KIND_COUNT
 } gm_op_kind;
 
@@ -57,6 +58,11 @@ typedef struct {
     float p; /* probability of zeroing, in [0, 1) */
 } gm_dropout_params;
 
+/* The factor is limited to 1..16: adapters bridge maps a few halvings apart. */
+typedef struct {
+    int factor;
+} gm_upsample_params;
+
 typedef struct {
     gm_op_kind kind;
     union {
@@ -65,6 +71,7 @@ typedef struct {
         gm_pool_params pool;
         gm_linear_params linear;
         gm_dropout_params dropout;
+        gm_upsample_params upsample;
     } p;
 } gm_op;
 
@@ -79,6 +86,7 @@ gm_op gm_op_linear(int in, int out, int bias);
 gm_op gm_op_flatten(void);
 gm_op gm_op_add(void);
 gm_op gm_op_dropout(float p);
+gm_op gm_op_upsample(int factor);
 
 const char *gm_op_name(gm_op_kind kind);
 int gm_op_ninputs(const gm_op *op); /* 2 for ADD, 1 otherwise */

@@ -64,6 +64,19 @@ static void run_case(const kcase *c, int nt)
         for (size_t i = 0; i < np; i++) gm_assert_close("dw", i, dw[i], dwr[i], 1e-3, 1e-4);
         free(dyd); free(dxr); free(dwr);
     }
+    if (c->op.kind == GM_OP_UPSAMPLE) {
+        double *dyd = dbl(dy, n_out), *dxr = malloc(8 * n_in);
+        ref_upsample_backward(c->op.p.upsample.factor, c->in, c->batch, dyd, dxr);
+        be->backward(be, &a); /* dx was zero: adding gives the gradient */
+        for (size_t i = 0; i < n_in; i++) gm_assert_close("dx", i, dx[i], dxr[i], 1e-5, 1e-5);
+        be->backward(be, &a); /* adds again */
+        for (size_t i = 0; i < n_in; i++) gm_assert_close("dx+dx", i, dx[i], 2.0 * dxr[i], 1e-5, 1e-5);
+        for (size_t i = 0; i < n_in; i++) dx[i] = NAN; /* stale: set mode must not read it */
+        a.dx_set[0] = 1;
+        be->backward(be, &a);
+        for (size_t i = 0; i < n_in; i++) gm_assert_close("dx set", i, dx[i], dxr[i], 1e-5, 1e-5);
+        free(dyd); free(dxr);
+    }
     free(x); free(x1); free(y); free(dy); free(dx); free(w); free(dw); free(buf); free(aux);
     free(xd); free(x1d); free(wd); free(yd);
     gm_backend_free(be);
@@ -87,6 +100,10 @@ static void test_kernels_vs_reference(void **state)
         {gm_op_avgpool2d(3, 2, 1), {32, 16, 16}, 8},
         {gm_op_globalavgpool(), {64, 16, 16}, 8},
         {gm_op_linear(300, 70, 1), {300, 1, 1}, 64},
+        {gm_op_upsample(2), {16, 16, 12}, 8},               /* threaded: 98304 outputs */
+        {gm_op_upsample(3), {5, 7, 4}, 3},                  /* one thread, non-square */
+        {gm_op_upsample(1), {32, 16, 16}, 8},               /* identity, threaded */
+        {gm_op_upsample(16), {2, 3, 2}, 2},                 /* the largest factor */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], nt);
 }

@@ -335,6 +335,92 @@ static void test_tree_round_trip(void **state)
     gm_backend_free(be);
 }
 
+/*
+ * Adapters as the fusion search builds them: CUSTOM blocks of upsample or
+ * avgpool and a 1x1 convolution, plus upsampling inside a residual. Block 0
+ * conv (2->4, 8x8); block 1 upsample x3 + conv1x1 (4->6, 24x24); block 2 head A;
+ * block 3 conv1x1, avgpool, upsample x2, add (4x8x8); block 4 avgpool + conv1x1
+ * (4->5, 4x4); block 5 head B.
+ */
+static void adapter_desc(gm_block *blocks, int *parent, gm_shape *in)
+{
+    gm_error err;
+    *in = (gm_shape){2, 8, 8};
+    blocks[0] = gm_block_conv(2, 4, 3, 1, 1, 1, 1);
+    gm_block up = gm_block_empty(GM_BLOCK_CUSTOM);
+    assert_ok(gm_block_push(&up, gm_op_upsample(3), -1, -1, &err), err);
+    assert_ok(gm_block_push(&up, gm_op_conv2d(4, 6, 1, 1, 0, 1), 0, -1, &err), err);
+    blocks[1] = up;
+    blocks[2] = gm_block_head((gm_shape){6, 24, 24}, 3);
+    gm_block res = gm_block_empty(GM_BLOCK_CUSTOM);
+    assert_ok(gm_block_push(&res, gm_op_conv2d(4, 4, 1, 1, 0, 0), -1, -1, &err), err);
+    assert_ok(gm_block_push(&res, gm_op_avgpool2d(2, 2, 0), 0, -1, &err), err);
+    assert_ok(gm_block_push(&res, gm_op_upsample(2), 1, -1, &err), err);
+    assert_ok(gm_block_push(&res, gm_op_add(), 2, 0, &err), err);
+    blocks[3] = res;
+    gm_block down = gm_block_empty(GM_BLOCK_CUSTOM);
+    assert_ok(gm_block_push(&down, gm_op_avgpool2d(2, 2, 0), -1, -1, &err), err);
+    assert_ok(gm_block_push(&down, gm_op_conv2d(4, 5, 1, 1, 0, 1), 0, -1, &err), err);
+    blocks[4] = down;
+    blocks[5] = gm_block_head((gm_shape){5, 4, 4}, 4);
+    const int p[6] = {-1, 0, 1, 0, 3, 4};
+    memcpy(parent, p, sizeof p);
+}
+
+static void test_adapter_round_trip(void **state)
+{
+    (void)state;
+    gm_block blocks[6];
+    int parent[6];
+    gm_shape in;
+    adapter_desc(blocks, parent, &in);
+    gm_error err;
+    gm_backend *be;
+    assert_ok(gm_backend_cpu_create(&be, 2, &err), err);
+    gm_net_desc d = {in, 6, blocks, parent};
+    gm_net *net = make_net(be, &d, 6, 3);
+    assert_int_equal(gm_net_noutputs(net), 2);
+    train_steps(net, in, 6, 3, 8);
+
+    tmpdir td;
+    tmpdir_make(&td);
+    char path[512];
+    tmpdir_path(&td, "adapters.h5", path, sizeof path);
+    gm_mfile loaded;
+    round_trip(be, net, in, path, &loaded);
+    assert_int_equal(loaded.nblocks, 6);
+    assert_memory_equal(loaded.parent, parent, sizeof parent);
+    for (int b = 0; b < 6; b++) {
+        assert_int_equal(loaded.blocks[b].kind, blocks[b].kind);
+        assert_int_equal(loaded.blocks[b].nops, blocks[b].nops);
+        for (int i = 0; i < blocks[b].nops; i++) {
+            assert_int_equal(loaded.blocks[b].ops[i].kind, blocks[b].ops[i].kind);
+            assert_int_equal(loaded.blocks[b].src[i][0], blocks[b].src[i][0]);
+            assert_int_equal(loaded.blocks[b].src[i][1], blocks[b].src[i][1]);
+        }
+    }
+    assert_int_equal(loaded.blocks[1].ops[0].kind, GM_OP_UPSAMPLE);
+    assert_int_equal(loaded.blocks[1].ops[0].p.upsample.factor, 3);
+    assert_int_equal(loaded.blocks[3].ops[2].p.upsample.factor, 2);
+    gm_mfile_free(&loaded);
+
+    /* A net whose adapter upsamples by another factor (and whose head fits it) is another structure. */
+    adapter_desc(blocks, parent, &in);
+    blocks[1].ops[0].p.upsample.factor = 2;
+    blocks[2] = gm_block_head((gm_shape){6, 16, 16}, 3);
+    gm_net *other = make_net(be, &d, 2, 1);
+    gm_mfile m;
+    assert_ok(gm_mfile_load(path, &m, &err), err);
+    assert_int_equal(gm_mfile_to_net(&m, other, &err), GM_EINVAL);
+    assert_msg_has(err, "block 001 op00 differs");
+    gm_net_free(other);
+    gm_mfile_free(&m);
+    assert_no_open_h5();
+    tmpdir_remove(&td);
+    gm_net_free(net);
+    gm_backend_free(be);
+}
+
 /* The tree as a model with every metadata field set to something distinctive. */
 static void tree_model(gm_mfile *m, gm_backend **be, gm_net **net)
 {
@@ -651,6 +737,47 @@ static void test_bad_structure(void **state)
     tmpdir_remove(&e.td);
 }
 
+/* A damaged upsample factor is refused, naming the block, the op and the factor. */
+static void test_bad_upsample(void **state)
+{
+    (void)state;
+    bad_env e;
+    tmpdir_make(&e.td);
+    tmpdir_path(&e.td, "good.h5", e.good, sizeof e.good);
+    tmpdir_path(&e.td, "bad.h5", e.bad, sizeof e.bad);
+    gm_block blocks[6];
+    int parent[6];
+    gm_shape in;
+    adapter_desc(blocks, parent, &in);
+    gm_error err;
+    gm_backend *be;
+    assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
+    gm_net_desc d = {in, 6, blocks, parent};
+    gm_net *net = make_net(be, &d, 2, 4);
+    gm_mfile m;
+    assert_ok(gm_mfile_from_net(&m, net, &err), err);
+    assert_ok(gm_mfile_save(e.good, &m, &err), err);
+    gm_mfile_free(&m);
+    gm_net_free(net);
+    gm_backend_free(be);
+
+    patch_int(&e, "blocks/001/op00", "factor", 0);
+    expect_refused(&e, GM_EFORMAT, "block 001 (custom)", "op 0 (upsample): upsample: factor 0 is not in 1..16");
+    patch_int(&e, "blocks/001/op00", "factor", 17);
+    expect_refused(&e, GM_EFORMAT, "block 001 (custom)", "factor 17");
+    /* A valid factor that breaks an edge: the residual's add sees 4x16x16 and 4x8x8. */
+    patch_int(&e, "blocks/003/op02", "factor", 4);
+    expect_refused(&e, GM_EFORMAT, "block 003 (custom)", "add: operands");
+    /* A valid factor that breaks the next block: head A reads 6x16x16, expects 6x24x24. */
+    patch_int(&e, "blocks/001/op00", "factor", 2);
+    expect_refused(&e, GM_EFORMAT, "block 002 (head)", "expects 3456 input features");
+    hid_t g = -1, f = open_bad(&e, "blocks/003/op02", &g);
+    assert_true(H5Adelete(g, "factor") >= 0);
+    close_bad(f, g);
+    expect_refused(&e, GM_EFORMAT, "block 003 op02 (upsample)", "\"factor\" is missing");
+    tmpdir_remove(&e.td);
+}
+
 /* The writer refuses what the reader would, leaving no file; to_net refuses another net. */
 static void test_write_refusals(void **state)
 {
@@ -783,6 +910,7 @@ int main(void)
         cmocka_unit_test(test_foreign_files),      cmocka_unit_test(test_wrong_weight_shape),
         cmocka_unit_test(test_non_finite_weights), cmocka_unit_test(test_bad_structure),
         cmocka_unit_test(test_write_refusals),     cmocka_unit_test(test_h5py_reads_layout),
+        cmocka_unit_test(test_adapter_round_trip), cmocka_unit_test(test_bad_upsample),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,10 +6,12 @@
  * pooling are kept away from their kinks so the derivative exists.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gm_backend.h"
+#include "gm_net.h"
 #include "test_reference.h"
 #include "test_util.h"
 
@@ -186,6 +188,11 @@ static const grad_case cases[] = {
     {"add", {0}, {3, 2, 2}, 2, 1},
     {"dropout train", {0}, {3, 4, 4}, 2, 1},
     {"dropout eval", {0}, {3, 4, 4}, 2, 0},
+    {"upsample x2", {0}, {3, 3, 4}, 2, 1},
+    {"upsample x3 non-square", {0}, {2, 2, 3}, 2, 1},
+    {"upsample x1", {0}, {2, 3, 3}, 2, 1},
+    {"upsample x2 on 1x1", {0}, {4, 1, 1}, 3, 1},
+    {"upsample x4 large map", {0}, {3, 7, 5}, 2, 1},
 };
 
 static gm_op case_op(int i)
@@ -212,7 +219,12 @@ static gm_op case_op(int i)
     case 19: return gm_op_linear(6, 3, 0);
     case 20: return gm_op_flatten();
     case 21: return gm_op_add();
-    default: return gm_op_dropout(0.3f);
+    case 22: case 23: return gm_op_dropout(0.3f);
+    case 24: return gm_op_upsample(2);
+    case 25: return gm_op_upsample(3);
+    case 26: return gm_op_upsample(1);
+    case 27: return gm_op_upsample(2);
+    default: return gm_op_upsample(4);
     }
 }
 
@@ -225,6 +237,107 @@ static void test_all_ops(void **state)
         print_message("  %-22s (%d thread%s)\n", c.name, nthreads, nthreads > 1 ? "s" : "");
         check_case(&c, nthreads);
     }
+}
+
+/* ---- upsample: shapes, refusals, counts ---- */
+
+static void test_upsample_infer(void **state)
+{
+    (void)state;
+    gm_error err;
+    gm_shape in = {3, 5, 7}, out;
+    gm_op op = gm_op_upsample(3);
+    assert_string_equal(gm_op_name(op.kind), "upsample");
+    assert_int_equal(gm_op_ninputs(&op), 1);
+    assert_int_equal(gm_op_infer(&op, &in, &out, &err), GM_OK);
+    assert_int_equal(out.c, 3);
+    assert_int_equal(out.h, 15);
+    assert_int_equal(out.w, 21);
+    assert_int_equal(gm_op_nparams(&op), 0);
+    assert_int_equal(gm_op_nbuffers(&op), 0);
+    assert_int_equal(gm_op_flops(&op, in, out), 3 * 15 * 21);
+    const int bad[] = {0, -2, 17};
+    for (int i = 0; i < 3; i++) {
+        op = gm_op_upsample(bad[i]);
+        assert_int_equal(gm_op_infer(&op, &in, &out, &err), GM_EINVAL);
+        char want[32];
+        snprintf(want, sizeof want, "factor %d", bad[i]);
+        if (!strstr(err.msg, want)) fail_msg("message \"%s\" lacks \"%s\"", err.msg, want);
+    }
+    op = gm_op_upsample(16);
+    assert_int_equal(gm_op_infer(&op, &in, &out, &err), GM_OK);
+    assert_int_equal(out.h, 80);
+    gm_shape huge = {1, 1 << 28, 4};
+    assert_int_equal(gm_op_infer(&op, &huge, &out, &err), GM_ESHAPE);
+}
+
+/*
+ * Upsampling inside nets, in the adapter's places: block 0 is a residual of
+ * conv1x1, avgpool, upsample and add (so the upsample overwrites the pool's
+ * gradient and the conv's gradient is the sum of two paths); block 1 upsamples
+ * its block input and ends in a conv1x1 (the adapter itself). Every op is linear,
+ * so the MSE loss is quadratic in each weight and a central difference in float
+ * is exact up to rounding: it must match backward's parameter gradients.
+ */
+static float net_mse(gm_net *net, const float *x, const float *target, int batch)
+{
+    gm_error err;
+    float loss;
+    assert_int_equal(gm_net_forward(net, x, batch, 1, &err), GM_OK);
+    assert_int_equal(gm_net_loss(net, 0, GM_LOSS_MSE, target, NULL, 1.0f, &loss, &err), GM_OK);
+    return loss;
+}
+
+static void test_upsample_in_net(void **state)
+{
+    int nthreads = *(int *)*state;
+    enum { B = 2 };
+    gm_error err;
+    gm_block blocks[2] = {gm_block_empty(GM_BLOCK_CUSTOM), gm_block_empty(GM_BLOCK_CUSTOM)};
+    assert_int_equal(gm_block_push(&blocks[0], gm_op_conv2d(2, 3, 1, 1, 0, 1), -1, -1, &err), GM_OK);
+    assert_int_equal(gm_block_push(&blocks[0], gm_op_avgpool2d(2, 2, 0), 0, -1, &err), GM_OK);
+    assert_int_equal(gm_block_push(&blocks[0], gm_op_upsample(2), 1, -1, &err), GM_OK);
+    assert_int_equal(gm_block_push(&blocks[0], gm_op_add(), 2, 0, &err), GM_OK);
+    assert_int_equal(gm_block_push(&blocks[1], gm_op_upsample(3), -1, -1, &err), GM_OK);
+    assert_int_equal(gm_block_push(&blocks[1], gm_op_conv2d(3, 2, 1, 1, 0, 1), 0, -1, &err), GM_OK);
+    gm_shape in = {2, 4, 6}, out;
+    assert_int_equal(gm_block_infer(&blocks[1], (gm_shape){3, 4, 6}, &out, &err), GM_OK);
+    assert_int_equal(out.h, 12);
+    assert_int_equal(out.w, 18);
+    gm_net_desc d = {in, 2, blocks, NULL};
+    gm_backend *be;
+    gm_net *net;
+    assert_int_equal(gm_backend_cpu_create(&be, nthreads, &err), GM_OK);
+    if (gm_net_create(&net, be, &d, B, 5, &err) != GM_OK) fail_msg("%s", err.msg);
+    size_t nx = B * gm_shape_numel(in), ny = B * gm_shape_numel(gm_net_output_shape(net, 0));
+    size_t np = gm_net_nparams(net);
+    assert_int_equal(np, 3 * 2 + 3 + 2 * 3 + 2);
+    float *x = malloc(4 * nx), *t = malloc(4 * ny), *g = malloc(4 * np);
+    gm_rng rng;
+    gm_rng_seed(&rng, 17);
+    gm_fill_uniform(x, nx, &rng, -1.0f, 1.0f);
+    gm_fill_uniform(t, ny, &rng, -1.0f, 1.0f);
+    /* Twice: the second backward finds the first one's gradients in every activation
+     * gradient buffer, which the first writer of each must overwrite. */
+    for (int pass = 0; pass < 2; pass++) {
+        net_mse(net, x, t, B);
+        gm_net_zero_grad(net);
+        assert_int_equal(gm_net_backward(net, &err), GM_OK);
+    }
+    memcpy(g, gm_net_grads(net), 4 * np);
+    float *w = gm_net_params(net);
+    for (size_t i = 0; i < np; i++) {
+        float keep = w[i], h = 1e-2f;
+        w[i] = keep + h;
+        double lp = net_mse(net, x, t, B);
+        w[i] = keep - h;
+        double lm = net_mse(net, x, t, B);
+        w[i] = keep;
+        gm_assert_close("dw", i, g[i], (lp - lm) / (2.0 * h), 2e-4, 2e-3);
+    }
+    free(x); free(t); free(g);
+    gm_net_free(net);
+    gm_backend_free(be);
 }
 
 /* ---- losses ---- */
@@ -287,6 +400,9 @@ int main(void)
         cmocka_unit_test_prestate(test_all_ops, &one),
         cmocka_unit_test_prestate(test_all_ops, &two),
         cmocka_unit_test(test_losses),
+        cmocka_unit_test(test_upsample_infer),
+        cmocka_unit_test_prestate(test_upsample_in_net, &one),
+        cmocka_unit_test_prestate(test_upsample_in_net, &two),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,6 +80,18 @@ static void pool(const ref_args *a, double *y, int is_max)
                 }
 }
 
+/* Output pixel (oy, ox) is input pixel (oy / f, ox / f), straight from the definition. */
+static void upsample(const ref_args *a, double *y)
+{
+    const int f = a->op->p.upsample.factor;
+    gm_shape in = a->in[0], out = a->out;
+    for (int n = 0; n < a->batch; n++)
+        for (int c = 0; c < out.c; c++)
+            for (int oy = 0; oy < out.h; oy++)
+                for (int ox = 0; ox < out.w; ox++)
+                    y[(((size_t)n * out.c + c) * out.h + oy) * out.w + ox] = xat(a->x[0], in, n, c, oy / f, ox / f);
+}
+
 static void linear(const ref_args *a, double *y)
 {
     const gm_linear_params *p = &a->op->p.linear;
@@ -120,6 +132,7 @@ void ref_forward(const ref_args *a, double *y)
     case GM_OP_DROPOUT:
         for (size_t i = 0; i < n_out; i++) y[i] = a->x[0][i] * (a->train ? a->mask[i] : 1.0);
         break;
+    case GM_OP_UPSAMPLE: upsample(a, y); break;
     case GM_OP_KIND_COUNT: break;
     }
 }
@@ -147,4 +160,16 @@ void ref_conv_backward(const gm_conv_params *p, gm_shape in, gm_shape out, int b
                                 if (dx) dx[xi] += g * w[wi];
                             }
                 }
+}
+
+void ref_upsample_backward(int factor, gm_shape in, int batch, const double *dy, double *dx)
+{
+    gm_shape out = {in.c, in.h * factor, in.w * factor};
+    memset(dx, 0, sizeof(double) * (size_t)batch * gm_shape_numel(in));
+    for (int n = 0; n < batch; n++)
+        for (int c = 0; c < in.c; c++)
+            for (int oy = 0; oy < out.h; oy++)
+                for (int ox = 0; ox < out.w; ox++)
+                    dx[(((size_t)n * in.c + c) * in.h + oy / factor) * in.w + ox / factor] +=
+                        dy[(((size_t)n * out.c + c) * out.h + oy) * out.w + ox];
 }

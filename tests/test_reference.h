@@ -24,4 +24,7 @@ void ref_forward(const ref_args *a, double *y);
 void ref_conv_backward(const gm_conv_params *p, gm_shape in, gm_shape out, int batch, const double *x,
                        const double *w, const double *dy, double *dx, double *dw, double *db);
 
+/* Nearest upsampling backward: dx (batch x in) is set to the sum of each pixel's f*f copies' dy. */
+void ref_upsample_backward(int factor, gm_shape in, int batch, const double *dy, double *dx);
+
 #endif

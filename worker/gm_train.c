@@ -63,24 +63,36 @@ gm_status gm_eval_tasks(gm_net *net, gm_dataset *ds, gm_split s, int n, const in
     return st;
 }
 
-gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_ms, gm_error *err)
+gm_status gm_measure_latency_seq(gm_net *const *nets, int n, int warmup, int runs, double *median_ms,
+                                 gm_error *err)
 {
-    if (runs < 1) return gm_error_set(err, GM_EINVAL, "latency: %d runs", runs);
-    gm_backend *be = gm_net_backend(net);
-    gm_shape in = gm_net_block_input_shape(net, 0);
-    float *x = calloc(gm_shape_numel(in), sizeof(float));
+    if (runs < 1 || n < 1) return gm_error_set(err, GM_EINVAL, "latency: %d runs of %d nets", runs, n);
+    size_t numel = 0;
+    for (int k = 0; k < n; k++) {
+        size_t e = gm_shape_numel(gm_net_block_input_shape(nets[k], 0));
+        numel = e > numel ? e : numel;
+    }
+    float *x = calloc(numel, sizeof(float));
     double *t = malloc(sizeof(double) * (size_t)runs);
     gm_status s = x && t ? GM_OK : gm_error_set(err, GM_ENOMEM, "latency: out of memory");
     for (int i = 0; s == GM_OK && i < warmup + runs; i++) {
         double t0 = gm_now_s();
-        s = gm_net_forward(net, x, 1, 0, err);
-        be->sync(be);
+        for (int k = 0; s == GM_OK && k < n; k++) {
+            s = gm_net_forward(nets[k], x, 1, 0, err);
+            gm_backend *be = gm_net_backend(nets[k]);
+            be->sync(be); /* a device must finish before the clock stops */
+        }
         if (i >= warmup) t[i - warmup] = (gm_now_s() - t0) * 1e3;
     }
     if (s == GM_OK) *median_ms = gm_median(t, runs);
     free(x);
     free(t);
     return s;
+}
+
+gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_ms, gm_error *err)
+{
+    return gm_measure_latency_seq(&net, 1, warmup, runs, median_ms, err);
 }
 
 /* ---- training state ------------------------------------------------------- */

@@ -81,5 +81,11 @@ gm_status gm_eval_tasks(gm_net *net, gm_dataset *ds, gm_split s, int n, const in
 
 /* Median wall time of runs batch-1 eval forwards after warmup ones, in ms. */
 gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_ms, gm_error *err);
+/*
+ * The same for n nets run one after the other on one input each time (the
+ * baseline a fused model is compared with): median of the whole sequence.
+ */
+gm_status gm_measure_latency_seq(gm_net *const *nets, int n, int warmup, int runs, double *median_ms,
+                                 gm_error *err);
 
 #endif

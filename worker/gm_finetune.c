@@ -1,0 +1,343 @@
+#define _POSIX_C_SOURCE 200809L
+#include "gm_finetune.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gm_clock.h"
+#include "gm_h5.h"
+#include "gm_optim.h"
+
+enum { EVAL_BATCH = 128 };
+
+const char *gm_ft_status_name(gm_ft_status s)
+{
+    static const char *const names[] = {"passed", "failed", "aborted"};
+    return (unsigned)s < 3 ? names[s] : "?";
+}
+
+void gm_ft_data_free(gm_ft_data *d)
+{
+    free(d->x_ft);
+    for (int t = 0; t < GM_MF_MAX_TASKS; t++) {
+        free(d->teacher[t]);
+        free(d->x_val[t]);
+        free(d->y_val[t]);
+    }
+    memset(d, 0, sizeof *d);
+}
+
+static int argmax(const float *z, int k)
+{
+    int b = 0;
+    for (int i = 1; i < k; i++) b = z[i] > z[b] ? i : b;
+    return b;
+}
+
+/* Output index of block `head` in net, or -1. */
+static int output_of(gm_net *net, int head)
+{
+    for (int o = 0; o < gm_net_noutputs(net); o++)
+        if (gm_net_output_block(net, o) == head) return o;
+    return -1;
+}
+
+/* Runs net in eval mode over n samples of x; logits of output `out` to y (n * classes). */
+static gm_status forward_all(gm_net *net, const float *x, long n, size_t numel, int nout, const int *outs,
+                             const int *classes, float **y, gm_error *err)
+{
+    gm_backend *be = gm_net_backend(net);
+    for (long i = 0; i < n; i += EVAL_BATCH) {
+        int b = (int)(n - i < EVAL_BATCH ? n - i : EVAL_BATCH);
+        gm_status st = gm_net_forward(net, x + (size_t)i * numel, b, 0, err);
+        if (st != GM_OK) return st;
+        for (int k = 0; k < nout; k++)
+            be->to_host(be, y[k] + (size_t)i * classes[k], gm_net_output(net, outs[k]),
+                        sizeof(float) * (size_t)b * classes[k]);
+    }
+    return GM_OK;
+}
+
+static double accuracy(const float *logits, const int32_t *y, long n, int classes)
+{
+    long ok = 0;
+    for (long i = 0; i < n; i++) ok += argmax(logits + (size_t)i * classes, classes) == y[i];
+    return n ? (double)ok / (double)n : 0.0;
+}
+
+/* The fingerprint a teacher cache must match: models, datasets, sizes, seed. */
+static void fingerprint(char *buf, size_t cap, const gm_mfile *const *models, int n, const char *const *paths,
+                        const gm_ft_data_opts *o)
+{
+    int k = snprintf(buf, cap, "samples=%ld val=%ld seed=%llu", o->samples, o->val_samples,
+                     (unsigned long long)o->seed);
+    for (int t = 0; t < n && k < (int)cap; t++)
+        k += snprintf(buf + k, cap - (size_t)k, ";%s:%s:%zu:%.9g", paths[t], models[t]->arch, models[t]->nparams,
+                      models[t]->nparams ? (double)models[t]->params[models[t]->nparams / 2] : 0.0);
+}
+
+static gm_status cache_load(gm_ft_data *d, const char *path, const char *fp, int *hit, gm_error *err)
+{
+    *hit = 0;
+    hid_t f;
+    if (!path || access(path, F_OK) != 0 || gm_h5_open(&f, path, 0, err) != GM_OK) return GM_OK;
+    char have[2048] = "";
+    gm_status st = gm_h5_attr_read_str(f, "fingerprint", have, sizeof have, err);
+    if (st == GM_OK && !strcmp(have, fp)) {
+        for (int t = 0; st == GM_OK && t < d->n; t++) {
+            char name[32];
+            hsize_t dims[2] = {(hsize_t)d->nft, (hsize_t)d->classes[t]};
+            snprintf(name, sizeof name, "teacher%d", t);
+            st = gm_h5_read(f, name, H5T_NATIVE_FLOAT, 2, dims, d->teacher[t], err);
+        }
+        *hit = st == GM_OK;
+    }
+    gm_h5_close_file(f);
+    return GM_OK; /* a bad cache is recomputed, not an error */
+}
+
+static gm_status cache_save(const gm_ft_data *d, const char *path, const char *fp, gm_error *err)
+{
+    hid_t f;
+    gm_status st = gm_h5_create(&f, path, err);
+    if (st != GM_OK) return st;
+    st = gm_h5_attr_write_str(f, "fingerprint", fp, err);
+    for (int t = 0; st == GM_OK && t < d->n; t++) {
+        char name[32];
+        hsize_t dims[2] = {(hsize_t)d->nft, (hsize_t)d->classes[t]};
+        snprintf(name, sizeof name, "teacher%d", t);
+        st = gm_h5_write(f, name, H5T_NATIVE_FLOAT, 2, dims, d->teacher[t], err);
+    }
+    if (st == GM_OK) return gm_h5_commit(f, path, err);
+    gm_h5_discard(f, path);
+    return st;
+}
+
+/* Seeded sample of `want` rows out of n (all of them, in order, when want >= n). */
+static long pick_rows(long n, long want, uint64_t seed, int salt, long *rows)
+{
+    if (want <= 0 || want >= n) {
+        for (long i = 0; i < n; i++) rows[i] = i;
+        return n;
+    }
+    gm_ds_epoch_order(n, seed, salt, rows);
+    return want;
+}
+
+/* Distillation inputs from every distinct dataset, then validation data per task. */
+static gm_status load_inputs(gm_ft_data *d, const gm_mfile *const *models, const char *const *paths,
+                             const gm_ft_data_opts *o, gm_error *err)
+{
+    gm_status st = GM_OK;
+    long cap = 0;
+    for (int t = 0; st == GM_OK && t < d->n; t++) {
+        int first = 1;
+        for (int u = 0; u < t; u++) first &= strcmp(paths[u], paths[t]) != 0;
+        gm_dataset *ds;
+        st = gm_ds_open(&ds, paths[t], err);
+        if (st != GM_OK) break;
+        const gm_ds_info *info = gm_ds_get_info(ds);
+        int task = gm_ds_task_index(ds, models[t]->tasks[0].name);
+        if (task < 0)
+            st = gm_error_set(err, GM_EINVAL, "%s has no task \"%s\" (the task of model %d)", paths[t],
+                              models[t]->tasks[0].name, t);
+        else if (info->shape.c != d->input.c || info->shape.h != d->input.h || info->shape.w != d->input.w)
+            st = gm_error_set(err, GM_ESHAPE, "%s holds %dx%dx%d samples, the models read %dx%dx%d", paths[t],
+                              info->shape.c, info->shape.h, info->shape.w, d->input.c, d->input.h, d->input.w);
+        if (st == GM_OK) st = gm_ds_require(ds, GM_SPLIT_VAL, err);
+        if (st == GM_OK && first) st = gm_ds_require(ds, GM_SPLIT_TRAIN, err);
+        if (st == GM_OK) gm_ds_set_normalisation(ds, models[0]->mean, models[0]->std);
+        long ntr = info->n[GM_SPLIT_TRAIN], nva = info->n[GM_SPLIT_VAL];
+        long *rows = st == GM_OK ? malloc(sizeof(long) * (size_t)(ntr > nva ? ntr : nva)) : NULL;
+        if (st == GM_OK && !rows) st = gm_error_set(err, GM_ENOMEM, "out of memory");
+        if (st == GM_OK && first) {
+            long k = pick_rows(ntr, o->samples, o->seed, 1000 + t, rows);
+            float *x = realloc(d->x_ft, sizeof(float) * (size_t)(cap + k) * d->numel);
+            if (!x) st = gm_error_set(err, GM_ENOMEM, "out of memory for %ld distillation samples", cap + k);
+            else d->x_ft = x;
+            for (long i = 0; st == GM_OK && i < k; i += 256)
+                st = gm_ds_read(ds, GM_SPLIT_TRAIN, rows + i, (int)(k - i < 256 ? k - i : 256),
+                                d->x_ft + (size_t)(cap + i) * d->numel, err);
+            cap += k;
+        }
+        if (st == GM_OK) {
+            long k = pick_rows(nva, o->val_samples, o->seed, 2000, rows);
+            const int32_t *lab = gm_ds_labels(ds, GM_SPLIT_VAL, task);
+            d->nval[t] = k;
+            d->x_val[t] = malloc(sizeof(float) * (size_t)k * d->numel);
+            d->y_val[t] = malloc(sizeof(int32_t) * (size_t)k);
+            if (!d->x_val[t] || !d->y_val[t]) st = gm_error_set(err, GM_ENOMEM, "out of memory");
+            for (long i = 0; st == GM_OK && i < k; i++) d->y_val[t][i] = lab[rows[i]];
+            for (long i = 0; st == GM_OK && i < k; i += 256)
+                st = gm_ds_read(ds, GM_SPLIT_VAL, rows + i, (int)(k - i < 256 ? k - i : 256),
+                                d->x_val[t] + (size_t)i * d->numel, err);
+        }
+        free(rows);
+        gm_ds_close(ds);
+    }
+    d->nft = cap;
+    return st;
+}
+
+gm_status gm_ft_data_load(gm_ft_data *d, const gm_mfile *const *models, int n, const gm_ft_data_opts *o,
+                          gm_error *err)
+{
+    memset(d, 0, sizeof *d);
+    if (n < 1 || n > GM_MF_MAX_TASKS) return gm_error_set(err, GM_EINVAL, "fine-tune data: %d models", n);
+    d->n = n;
+    d->input = models[0]->input;
+    d->numel = gm_shape_numel(d->input);
+    const char *paths[GM_MF_MAX_TASKS];
+    for (int t = 0; t < n; t++) {
+        paths[t] = o->data && o->data[t] ? o->data[t] : models[t]->tasks[0].dataset;
+        d->classes[t] = models[t]->tasks[0].classes;
+        snprintf(d->task_name[t], sizeof d->task_name[t], "%s", models[t]->tasks[0].name);
+        if (!paths[t][0])
+            return gm_error_set(err, GM_EINVAL, "model %d (task %s) records no dataset: name one in the config", t,
+                                d->task_name[t]);
+    }
+    gm_status st = load_inputs(d, models, paths, o, err);
+    for (int t = 0; st == GM_OK && t < n; t++)
+        if (!(d->teacher[t] = malloc(sizeof(float) * (size_t)d->nft * d->classes[t])))
+            st = gm_error_set(err, GM_ENOMEM, "out of memory for teacher logits");
+    char fp[2048];
+    fingerprint(fp, sizeof fp, models, n, paths, o);
+    int hit = 0;
+    if (st == GM_OK) st = cache_load(d, o->cache, fp, &hit, err);
+    /* The originals: teacher logits (unless cached) and their own validation accuracy. */
+    gm_backend *be = NULL;
+    if (st == GM_OK) st = gm_backend_cpu_create(&be, o->threads, err);
+    for (int t = 0; st == GM_OK && t < n; t++) {
+        gm_net *net = NULL;
+        gm_net_desc desc = gm_mfile_desc(models[t]);
+        st = gm_net_create(&net, be, &desc, EVAL_BATCH, 1, err);
+        if (st == GM_OK) st = gm_mfile_to_net(models[t], net, err);
+        int out = 0, cls = d->classes[t];
+        if (st == GM_OK && !hit) st = forward_all(net, d->x_ft, d->nft, d->numel, 1, &out, &cls, &d->teacher[t], err);
+        float *logits = st == GM_OK ? malloc(sizeof(float) * (size_t)d->nval[t] * cls) : NULL;
+        if (st == GM_OK && !logits) st = gm_error_set(err, GM_ENOMEM, "out of memory");
+        if (st == GM_OK) st = forward_all(net, d->x_val[t], d->nval[t], d->numel, 1, &out, &cls, &logits, err);
+        if (st == GM_OK) d->orig_val[t] = accuracy(logits, d->y_val[t], d->nval[t], cls);
+        free(logits);
+        gm_net_free(net);
+    }
+    gm_backend_free(be);
+    if (st == GM_OK && !hit && o->cache) st = cache_save(d, o->cache, fp, err);
+    if (st != GM_OK) gm_ft_data_free(d);
+    return st;
+}
+
+gm_status gm_ft_eval(gm_net *net, const int *heads, const gm_ft_data *d, double *acc, gm_error *err)
+{
+    gm_status st = GM_OK;
+    int maxc = 0;
+    for (int t = 0; t < d->n; t++) maxc = d->classes[t] > maxc ? d->classes[t] : maxc;
+    long maxn = 0;
+    for (int t = 0; t < d->n; t++) maxn = d->nval[t] > maxn ? d->nval[t] : maxn;
+    float *logits = malloc(sizeof(float) * (size_t)maxn * maxc);
+    if (!logits) return gm_error_set(err, GM_ENOMEM, "out of memory");
+    /* Tasks sharing a validation set could share forwards; the sets are small, keep it simple. */
+    for (int t = 0; st == GM_OK && t < d->n; t++) {
+        int out = output_of(net, heads[t]);
+        if (out < 0) {
+            st = gm_error_set(err, GM_EINVAL, "fine-tune: task %d's head (block %d) is not an output", t, heads[t]);
+            break;
+        }
+        st = forward_all(net, d->x_val[t], d->nval[t], d->numel, 1, &out, &d->classes[t], &logits, err);
+        if (st == GM_OK) acc[t] = accuracy(logits, d->y_val[t], d->nval[t], d->classes[t]);
+    }
+    free(logits);
+    return st;
+}
+
+static double worst_drop(const gm_ft_data *d, const double *acc)
+{
+    double w = -1.0;
+    for (int t = 0; t < d->n; t++) w = d->orig_val[t] - acc[t] > w ? d->orig_val[t] - acc[t] : w;
+    return w;
+}
+
+gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const gm_ft_opts *o, gm_ft_result *r,
+                      gm_error *err)
+{
+    memset(r, 0, sizeof *r);
+    const double t0 = gm_now_s();
+    gm_backend *be = gm_net_backend(net);
+    const int B = o->batch, n = d->n;
+    int outs[GM_MF_MAX_TASKS];
+    for (int t = 0; t < n; t++)
+        if ((outs[t] = output_of(net, heads[t])) < 0)
+            return gm_error_set(err, GM_EINVAL, "fine-tune: task %d's head (block %d) is not an output", t, heads[t]);
+    if (d->nft < B) return gm_error_set(err, GM_EINVAL, "fine-tune: %ld samples, fewer than a batch of %d", d->nft, B);
+    gm_optim *opt = NULL;
+    gm_status st = gm_optim_create(&opt, be, gm_update_adam(o->lr, 0.9f, 0.999f, 1e-8f, 0.0f), gm_net_nparams(net), err);
+    long *order = malloc(sizeof(long) * (size_t)d->nft);
+    float *x = malloc(sizeof(float) * (size_t)B * d->numel);
+    float *target[GM_MF_MAX_TASKS] = {0};
+    for (int t = 0; t < n; t++) target[t] = malloc(sizeof(float) * (size_t)B * d->classes[t]);
+    int ok = order && x;
+    for (int t = 0; t < n; t++) ok &= target[t] != NULL;
+    if (st == GM_OK && !ok) st = gm_error_set(err, GM_ENOMEM, "fine-tune: out of memory");
+    /* Learning curves of every task, for the early abort. */
+    double ep[256], curve[GM_MF_MAX_TASKS][256];
+    int npts = 0;
+    const long per_epoch = d->nft / B;
+    r->status = GM_FT_FAILED;
+    for (int e = 0; st == GM_OK; e++) {
+        if (e % o->check_every == 0 || e == o->max_epochs) {
+            st = gm_ft_eval(net, heads, d, r->val, err);
+            if (st != GM_OK) break;
+            r->worst_drop = worst_drop(d, r->val);
+            if (r->worst_drop <= o->threshold) {
+                r->status = GM_FT_PASSED;
+                break;
+            }
+            if (npts < 256) {
+                ep[npts] = e;
+                for (int t = 0; t < n; t++) curve[t][npts] = r->val[t];
+                npts++;
+            }
+            int abort = 0;
+            for (int t = 0; o->abort_check && t < n && !abort; t++)
+                if (d->orig_val[t] - r->val[t] > o->threshold)
+                    abort = o->abort_check(o->abort_ctx, ep, curve[t], npts, o->max_epochs,
+                                           d->orig_val[t] - o->threshold);
+            if (abort) {
+                r->status = GM_FT_ABORTED;
+                break;
+            }
+        }
+        if (e == o->max_epochs) break;
+        gm_ds_epoch_order(d->nft, o->seed, e, order);
+        for (long b = 0; st == GM_OK && b < per_epoch; b++) {
+            const long *rows = order + b * B;
+            for (int i = 0; i < B; i++) memcpy(x + (size_t)i * d->numel, d->x_ft + (size_t)rows[i] * d->numel,
+                                               sizeof(float) * d->numel);
+            for (int t = 0; t < n; t++)
+                for (int i = 0; i < B; i++)
+                    memcpy(target[t] + (size_t)i * d->classes[t], d->teacher[t] + (size_t)rows[i] * d->classes[t],
+                           sizeof(float) * (size_t)d->classes[t]);
+            st = gm_net_forward(net, x, B, 1, err);
+            for (int t = 0; st == GM_OK && t < n; t++) {
+                float loss;
+                st = gm_net_loss(net, outs[t], GM_LOSS_L1, target[t], NULL, 1.0f, &loss, err);
+                if (st == GM_OK && !isfinite(loss))
+                    st = gm_error_set(err, GM_ENUMERIC, "fine-tune: the loss of task %d became %g", t, (double)loss);
+            }
+            if (st != GM_OK) break;
+            gm_net_zero_grad(net);
+            st = gm_net_backward(net, err);
+            if (st == GM_OK) gm_optim_step(opt, gm_net_params(net), gm_net_grads(net));
+        }
+        r->epochs = e + 1;
+    }
+    r->seconds = gm_now_s() - t0;
+    gm_optim_free(opt);
+    free(order);
+    free(x);
+    for (int t = 0; t < n; t++) free(target[t]);
+    return st;
+}

@@ -1,0 +1,93 @@
+/*
+ * gm_finetune: what a worker does with a candidate (DESIGN.md section 5.1):
+ * fine-tune a fused model by distillation from the original models, check its
+ * accuracy on validation data, stop as soon as every task is within the
+ * threshold, and time its batch-1 inference.
+ *
+ * gm_ft_data holds, in memory, everything fine-tuning reads: the distillation
+ * inputs (a seeded sample of each task dataset's train split), the original
+ * models' logits on them (the teachers, computed once and cached in HDF5), the
+ * validation inputs and labels of every task, and the originals' own
+ * validation accuracies (the reference for "drop").
+ */
+#ifndef GM_FINETUNE_H
+#define GM_FINETUNE_H
+
+#include "gm_dataset.h"
+#include "gm_mfile.h"
+#include "gm_net.h"
+
+typedef struct {
+    int n;                       /* tasks = original models */
+    gm_shape input;
+    size_t numel;                /* per sample */
+    long nft;                    /* distillation samples */
+    float *x_ft;                 /* nft * numel, normalised */
+    float *teacher[GM_MF_MAX_TASKS]; /* nft * classes[t] */
+    int classes[GM_MF_MAX_TASKS];
+    /* Validation data per task (tasks on one dataset share inputs, copied). */
+    long nval[GM_MF_MAX_TASKS];
+    float *x_val[GM_MF_MAX_TASKS];
+    int32_t *y_val[GM_MF_MAX_TASKS];
+    double orig_val[GM_MF_MAX_TASKS];  /* the originals' validation accuracy */
+    char task_name[GM_MF_MAX_TASKS][64];
+} gm_ft_data;
+
+typedef struct {
+    long samples;        /* distillation samples drawn from each distinct dataset's train split */
+    long val_samples;    /* validation samples per task (0: the whole split) */
+    uint64_t seed;
+    int threads;
+    const char *cache;   /* teacher cache file (HDF5); NULL: no cache */
+    const char *const *data; /* per task: its dataset file; NULL entries use the model's recorded one */
+} gm_ft_data_opts;
+
+/*
+ * Loads the data for n original models (their normalisation is applied to every
+ * dataset) and computes or reloads the teachers' logits. A cache whose recorded
+ * models, datasets and sizes differ is recomputed, not trusted.
+ */
+gm_status gm_ft_data_load(gm_ft_data *d, const gm_mfile *const *models, int n, const gm_ft_data_opts *o,
+                          gm_error *err);
+void gm_ft_data_free(gm_ft_data *d);
+
+typedef enum { GM_FT_PASSED, GM_FT_FAILED, GM_FT_ABORTED } gm_ft_status;
+const char *gm_ft_status_name(gm_ft_status s);
+
+typedef struct {
+    int max_epochs;      /* fine-tuning budget per candidate */
+    int check_every;     /* accuracy checked at epochs 0, k, 2k, ... and at the end */
+    int batch;
+    float lr;            /* Adam, fresh per candidate */
+    double threshold;    /* allowed accuracy drop per task (0.01 = 1 point) */
+    /*
+     * Early abort (the predictive filter's learning-curve rule lives with the
+     * coordinator): called at each check for every task still short of its
+     * target with that task's accuracy checks so far; returning 1 aborts.
+     * NULL: never abort.
+     */
+    int (*abort_check)(void *ctx, const double *epoch, const double *acc, int n, int max_epoch, double target);
+    void *abort_ctx;
+    uint64_t seed;
+} gm_ft_opts;
+
+typedef struct {
+    gm_ft_status status;
+    int epochs;                      /* epochs actually trained */
+    double val[GM_MF_MAX_TASKS];     /* accuracy at the last check */
+    double worst_drop;               /* max over tasks of orig_val - val */
+    double seconds;
+} gm_ft_result;
+
+/*
+ * Fine-tunes net (a fused model with d->n outputs, output of task t at block
+ * heads[t]) in place. The loss is the sum over tasks of the L1 distance between
+ * the net's logits and the teacher's.
+ */
+gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const gm_ft_opts *o, gm_ft_result *r,
+                      gm_error *err);
+
+/* Validation accuracy of every task (acc[t]) of a fused net in eval mode. */
+gm_status gm_ft_eval(gm_net *net, const int *heads, const gm_ft_data *d, double *acc, gm_error *err);
+
+#endif
