@@ -12,7 +12,8 @@
  *                                 (-1: the input), model_id, layer_id, nops
  *     op<ii>               attrs: kind ("conv2d", ...), inputs (int[2]) and the
  *                                 op's hyper-parameters by name (cin, cout, k,
- *                                 stride, pad, bias, c, eps, momentum, in, out, p)
+ *                                 stride, pad, bias, c, eps, momentum, in, out, p,
+ *                                 factor)
  *                          datasets: weight, bias (PyTorch's shapes and names),
  *                                 running_mean, running_var (BatchNorm)
  *
