@@ -57,6 +57,25 @@ gm_status gm_fgraph_from_models(gm_fgraph *g, const gm_mfile *const *models, int
 /* Checks every invariant; the message names the node and what is wrong. */
 gm_status gm_fgraph_check(const gm_fgraph *g, gm_error *err);
 
+/*
+ * Points every node's weight source at the same node of elite elite_id, whose
+ * graph g is (its fine-tuned model file's block b is node b): mutating the
+ * result then starts from the elite's weights, adapters included.
+ */
+void gm_fgraph_use_elite_weights(gm_fgraph *g, int elite_id);
+
+/*
+ * The adapter a relaxed merge puts between a map of shape from and a block
+ * that reads shape to: a custom block (model_id, layer_id -1) of an average
+ * pool by f (from is f times larger, integer f), a 1x1 convolution without
+ * bias + BatchNorm (channels differ), then a nearest upsample by f (from is f
+ * times smaller, f <= 16). Height and width must scale by the same factor;
+ * otherwise, or when the shapes are equal, there is none (adaptable 0,
+ * adapter GM_ESHAPE). The output shape of the adapter is to.
+ */
+int gm_fgraph_adaptable(gm_shape from, gm_shape to);
+gm_status gm_fgraph_adapter(gm_shape from, gm_shape to, gm_block *out, gm_error *err);
+
 /* Input shape of node i (its parent's output, or the graph input). */
 gm_shape gm_fgraph_in_shape(const gm_fgraph *g, int i);
 gm_shape gm_fgraph_out_shape(const gm_fgraph *g, int i);

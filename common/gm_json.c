@@ -1,52 +1,66 @@
-#define _POSIX_C_SOURCE 200809L /* newlocale/uselocale: strtod with the C locale's '.' */
-
 #include "gm_json.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
-#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /*
- * Beyond RFC 8259, on purpose: "\u0000" is rejected (values are C strings, and a
- * NUL would cut them silently), a leading UTF-8 byte order mark is skipped
- * (RFC 8259 section 8.1 allows that), and numbers that overflow a double are
- * errors rather than infinities.
+ * cJSON does the parsing: the grammar, escapes and surrogate pairs, the tree and
+ * the numbers' values. It is laxer than a config reader should be, so a lexical
+ * pass over the same text (scan_text) rejects what cJSON 1.7.15 lets through:
+ *   - numbers like 01, -007 or 1. (cJSON reads them) and 1e400 (an infinity);
+ *   - raw control characters and invalid UTF-8 inside strings;
+ *   - "\u0000" and "\u00zz" (cJSON silently cuts the string there: values are C strings);
+ *   - bytes below 0x20 other than tab, LF and CR between tokens (cJSON skips them as space);
+ *   - nesting deeper than MAX_DEPTH (cJSON's own limit is 1000).
+ * The pass checks tokens only; the structure is cJSON's (the pass follows the
+ * brackets just far enough to put cJSON's error positions right). It also
+ * records where each string and number token starts, in file order, which cJSON
+ * cannot tell: that gives a duplicated key (cJSON keeps both) its line:col, and
+ * lets the integer getters decide on the number as written, not on the double.
+ * Duplicated keys are looked for in cJSON's tree, so a document that also has a
+ * syntax error reports the syntax error, wherever the duplicate is.
+ * A leading UTF-8 byte order mark is skipped (RFC 8259 section 8.1 allows it).
+ * cJSON converts numbers with the locale's decimal point, so '.' works in any
+ * locale; it also records each failure in a global of its own, which we never read.
  */
 enum { MAX_DEPTH = 64, SHOW_CHARS = 40, PATH_CAP = 256 };
 
 /*
- * A plain malloc'd tree: each node owns its key, its string or number text and
- * its children. Config files are small, and separate blocks let ASan see any
- * overrun that an arena would hide.
+ * A node wraps one cJSON item, which owns the key and the string value. The
+ * children of a node are contiguous in the document's node array.
  */
 struct gm_json {
     gm_json_type type;
+    const cJSON *item;
     gm_json *parent;
     size_t index; /* position in the parent */
-    char *key;    /* member name when the parent is an object */
-    char *name;   /* root only: the label for messages */
-    int b;
-    double num;
+    gm_json *kids;
+    size_t n;
+    const char *text; /* numbers: the token as written (in json_doc.texts) */
     long long inum;
-    int is_int;   /* the token is an integer that fits a long long: inum is exact */
-    char *text;   /* string value (UTF-8, no NUL inside) or the number as written */
-    gm_json **kids;
-    size_t n, cap;
+    int is_int; /* the token is an integer that fits a long long: inum is exact */
 };
 
+/* What gm_json_parse hands out: nodes[0] is the root, and gm_json_free frees it all. */
 typedef struct {
-    const char *s;
-    size_t len, pos;
-    const char *name;
-    gm_error *err;
-    locale_t c_locale; /* created on the first number; freed by gm_json_parse */
-    int depth;
-} parser;
+    cJSON *doc;
+    char *name;  /* the label for messages */
+    char *texts; /* the number tokens as written, each NUL-terminated */
+    gm_json nodes[];
+} json_doc;
+
+static json_doc *doc_of(const gm_json *v)
+{
+    while (v->parent) v = v->parent;
+    return (json_doc *)(void *)((char *)(gm_json *)v - offsetof(json_doc, nodes));
+}
 
 /* ---- messages ---------------------------------------------------------------- */
 
@@ -83,22 +97,22 @@ static void quote(char *dst, size_t cap, const char *s, size_t len)
     dst[o] = '\0';
 }
 
-/* How a byte reads in a syntax error: 'x', a word like 'NaN', or "end of input". */
-static void describe_at(const parser *p, size_t at, char *buf, size_t cap)
+/* How the byte at s[at] reads in a message: 'x', a word like 'NaN', or "end of input". */
+static void describe_at(const char *s, size_t n, size_t at, char *buf, size_t cap)
 {
-    if (at >= p->len) {
+    if (at >= n) {
         snprintf(buf, cap, "end of input");
         return;
     }
-    unsigned char c = (unsigned char)p->s[at];
+    unsigned char c = (unsigned char)s[at];
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-        size_t n = 0;
-        while (at + n < p->len && n < 20) {
-            unsigned char d = (unsigned char)p->s[at + n];
+        size_t k = 0;
+        while (at + k < n && k < 20) {
+            unsigned char d = (unsigned char)s[at + k];
             if (!((d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') || (d >= '0' && d <= '9') || d == '_')) break;
-            n++;
+            k++;
         }
-        snprintf(buf, cap, "'%.*s'", (int)n, p->s + at);
+        snprintf(buf, cap, "'%.*s'", (int)k, s + at);
     } else if (c == '\'') {
         snprintf(buf, cap, "a single quote");
     } else if (c >= 0x20 && c < 0x7F) {
@@ -108,19 +122,27 @@ static void describe_at(const parser *p, size_t at, char *buf, size_t cap)
     }
 }
 
-/* A syntax error at byte offset at: "<name>:<line>:<col>: <what>". */
-static gm_status fail(parser *p, size_t at, const char *fmt, ...)
+/* The text being parsed, for messages: s = full + bom is what cJSON and the scan see. */
+typedef struct {
+    const char *full;
+    size_t full_len, bom;
+    const char *s;
+    size_t n;
+    const char *name;
+    gm_error *err;
+} source;
+
+/* "<name>:<line>:<col>: <what>" for byte offset at of s. Columns count characters, as an editor does. */
+static gm_status syntax_error(const source *src, size_t at, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
-static gm_status fail(parser *p, size_t at, const char *fmt, ...)
+static gm_status syntax_error(const source *src, size_t at, const char *fmt, ...)
 {
-    /* Columns count characters (UTF-8 lead bytes), so they match what an editor shows. */
     long line = 1, col = 1;
-    size_t i = p->len >= 3 && memcmp(p->s, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0; /* a BOM takes no column */
-    for (; i < at && i < p->len; i++) {
-        unsigned char c = (unsigned char)p->s[i];
+    for (size_t i = 0; i < at && i < src->n; i++) { /* from s: the BOM takes no column */
+        unsigned char c = (unsigned char)src->s[i];
         if (c == '\n') {
             line++;
             col = 1;
@@ -133,72 +155,75 @@ static gm_status fail(parser *p, size_t at, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return gm_error_set(p->err, GM_EINVAL, "%s:%ld:%ld: %s", p->name, line, col, what);
+    return gm_error_set(src->err, GM_EINVAL, "%s:%ld:%ld: %s", src->name, line, col, what);
 }
 
-static gm_status oom(parser *p) { return gm_error_set(p->err, GM_ENOMEM, "%s: out of memory while parsing", p->name); }
-
-/* ---- the tree ------------------------------------------------------------------ */
-
-static void node_free(gm_json *v)
+static gm_status oom(const source *src)
 {
-    if (!v) return;
-    for (size_t i = 0; i < v->n; i++) node_free(v->kids[i]);
-    free(v->kids);
-    free(v->key);
-    free(v->name);
-    free(v->text);
-    free(v);
+    return gm_error_set(src->err, GM_ENOMEM, "%s: out of memory while parsing", src->name);
 }
 
-void gm_json_free(gm_json *root) { node_free(root); }
+/* ---- the lexical pass ------------------------------------------------------------ */
 
-/* A new node, attached to parent at once so that an error frees it with the root. Takes key. */
-static gm_json *node_new(parser *p, gm_json *parent, char *key)
+enum { TOK_STRING, TOK_NUMBER };
+typedef struct {
+    size_t at, len; /* a string token includes its quotes */
+    int kind;
+} token;
+
+/* Kinds of fault, by how they relate to where cJSON stopped (see explain_failure). */
+enum { FAULT_NONE, FAULT_AT, FAULT_IN_NUMBER, FAULT_IN_OPEN_STRING };
+
+typedef struct {
+    const char *s;
+    size_t n;
+    token *tok; /* string and number tokens in file order */
+    size_t ntok, cap;
+    size_t key_probe, value_probe; /* offsets to ask about (explain_failure), or SIZE_MAX */
+    int at_key;   /* whether key_probe is where an object's next key must start */
+    int at_value; /* whether value_probe is where a value may start */
+    int fault;     /* the first fault found, FAULT_* */
+    size_t fault_at, fault_tok; /* its offset, and where the token holding it starts */
+    char what[200];
+} scan;
+
+static void set_fault(scan *sc, int kind, size_t at, size_t tok_at, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+static void set_fault(scan *sc, int kind, size_t at, size_t tok_at, const char *fmt, ...)
 {
-    gm_json *v = calloc(1, sizeof *v);
-    if (!v) {
-        free(key);
-        oom(p);
-        return NULL;
-    }
-    v->key = key;
-    if (parent) {
-        if (parent->n == parent->cap) {
-            size_t cap = parent->cap ? 2 * parent->cap : 4;
-            gm_json **k = realloc(parent->kids, cap * sizeof *k);
-            if (!k) {
-                node_free(v);
-                oom(p);
-                return NULL;
-            }
-            parent->kids = k;
-            parent->cap = cap;
-        }
-        v->parent = parent;
-        v->index = parent->n;
-        parent->kids[parent->n++] = v;
-    }
-    return v;
+    sc->fault = kind;
+    sc->fault_at = at;
+    sc->fault_tok = tok_at;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sc->what, sizeof sc->what, fmt, ap);
+    va_end(ap);
 }
 
-/* ---- the parser ---------------------------------------------------------------- */
-
-static void skip_ws(parser *p)
+static int add_token(scan *sc, size_t at, size_t len, int kind)
 {
-    while (p->pos < p->len) {
-        char c = p->s[p->pos];
-        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
-        p->pos++;
+    if (sc->ntok == sc->cap) {
+        size_t cap = sc->cap ? 2 * sc->cap : 64;
+        token *t = realloc(sc->tok, cap * sizeof *t);
+        if (!t) return 0;
+        sc->tok = t;
+        sc->cap = cap;
     }
+    sc->tok[sc->ntok++] = (token){at, len, kind};
+    return 1;
 }
 
-static int hex4(const parser *p, size_t at, unsigned *out)
+static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static int hex4(const char *s, size_t lim, size_t at, unsigned *out)
 {
     unsigned v = 0;
-    if (at + 4 > p->len) return 0;
+    if (at + 4 > lim) return 0;
     for (int i = 0; i < 4; i++) {
-        char c = p->s[at + (size_t)i];
+        char c = s[at + (size_t)i];
         unsigned d;
         if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
         else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
@@ -234,129 +259,212 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
-static size_t put_utf8(char *o, unsigned long cp)
+/*
+ * The string token at s[start] (a '"'); *next gets the offset past it. Its end is
+ * found the way cJSON finds it, then its content is checked for what cJSON
+ * accepts but should not. Returns 0 when out of memory.
+ */
+static int scan_string(scan *sc, size_t start, size_t *next)
 {
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Parses the string at p->pos (a '"') into a malloc'd, NUL-terminated *out. */
-static gm_status parse_string(parser *p, char **out, size_t *out_len)
-{
-    size_t start = p->pos++;
-    /* The decoded text is never longer than the source, so one allocation suffices. */
-    size_t end = p->pos;
-    while (end < p->len && p->s[end] != '"') end += (p->s[end] == '\\') ? 2 : 1;
-    size_t cap = (end < p->len ? end : p->len) - start + 1;
-    char *buf = malloc(cap);
-    if (!buf) return oom(p);
-    size_t o = 0;
-    gm_status st = GM_OK;
-    for (;;) {
-        if (p->pos >= p->len) {
-            st = fail(p, start, "unterminated string");
-            break;
-        }
-        unsigned char c = (unsigned char)p->s[p->pos];
-        if (c == '"') {
-            p->pos++;
-            break;
-        }
+    const char *s = sc->s;
+    size_t n = sc->n, end = start + 1;
+    while (end < n && s[end] != '"') end += s[end] == '\\' ? 2 : 1;
+    int open = end >= n;
+    if (!open && !add_token(sc, start, end + 1 - start, TOK_STRING)) return 0;
+    int kind = open ? FAULT_IN_OPEN_STRING : FAULT_AT;
+    size_t lim = open ? n : end;
+    for (size_t i = start + 1; i < lim;) {
+        unsigned char c = (unsigned char)s[i];
         if (c < 0x20) {
-            st = c == '\n' ? fail(p, p->pos, "newline in a string (unterminated string?)")
-                           : fail(p, p->pos, "control character U+%04X in a string (escape it)", c);
-            break;
+            if (c == '\n') set_fault(sc, kind, i, start, "newline in a string (unterminated string?)");
+            else set_fault(sc, kind, i, start, "control character U+%04X in a string (escape it)", c);
+            return 1;
         }
         if (c >= 0x80) {
-            size_t n = utf8_len((const unsigned char *)p->s + p->pos, p->len - p->pos);
-            if (!n) {
-                st = fail(p, p->pos, "invalid UTF-8 in a string");
-                break;
+            size_t k = utf8_len((const unsigned char *)s + i, lim - i);
+            if (!k) {
+                set_fault(sc, kind, i, start, "invalid UTF-8 in a string");
+                return 1;
             }
-            memcpy(buf + o, p->s + p->pos, n);
-            o += n;
-            p->pos += n;
-            continue;
-        }
-        if (c != '\\') {
-            buf[o++] = (char)c;
-            p->pos++;
-            continue;
-        }
-        size_t esc = p->pos;
-        if (esc + 1 >= p->len) {
-            st = fail(p, start, "unterminated string");
-            break;
-        }
-        char e = p->s[esc + 1];
-        const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
-        const char *hit = e ? strchr(from, e) : NULL;
-        if (hit) {
-            buf[o++] = to[hit - from];
-            p->pos += 2;
-            continue;
-        }
-        if (e != 'u') {
-            st = e > 0x20 && e < 0x7F ? fail(p, esc, "bad escape '\\%c'", e)
-                                      : fail(p, esc, "bad escape: '\\' followed by byte 0x%02X", (unsigned char)e);
-            break;
-        }
-        unsigned u, lo;
-        if (!hex4(p, esc + 2, &u)) {
-            st = fail(p, esc, "bad \\u escape: expected 4 hex digits");
-            break;
-        }
-        unsigned long cp = u;
-        p->pos = esc + 6;
-        if (u >= 0xDC00 && u <= 0xDFFF) {
-            st = fail(p, esc, "lone surrogate \\u%04X", u);
-            break;
-        }
-        if (u >= 0xD800 && u <= 0xDBFF) {
-            if (p->pos + 1 < p->len && p->s[p->pos] == '\\' && p->s[p->pos + 1] == 'u' && hex4(p, p->pos + 2, &lo) &&
-                lo >= 0xDC00 && lo <= 0xDFFF) {
-                cp = 0x10000 + (((unsigned long)u - 0xD800) << 10) + (lo - 0xDC00);
-                p->pos += 6;
-            } else {
-                st = fail(p, esc, "lone surrogate \\u%04X", u);
-                break;
+            i += k;
+        } else if (c == '\\' && i + 1 < lim && s[i + 1] == 'u') {
+            unsigned u;
+            if (!hex4(s, lim, i + 2, &u)) {
+                set_fault(sc, kind, i, start, "bad \\u escape: expected 4 hex digits");
+                return 1;
             }
+            if (u == 0) {
+                set_fault(sc, kind, i, start, "\\u0000 is not supported in strings");
+                return 1;
+            }
+            i += 6;
+        } else if (c == '\\' && i + 1 < lim && !strchr("\"\\/bfnrt", s[i + 1])) {
+            /* cJSON checks this too, but not inside a string that never ends */
+            unsigned char e = (unsigned char)s[i + 1];
+            if (e > 0x20 && e < 0x7F) set_fault(sc, kind, i, start, "bad escape '\\%c'", e);
+            else set_fault(sc, kind, i, start, "bad escape: '\\' followed by byte 0x%02X", e);
+            return 1;
+        } else {
+            i += c == '\\' ? 2 : 1; /* surrogate pairs are cJSON's to check */
         }
-        if (cp == 0) { /* strings are C strings: a NUL would silently cut them */
-            st = fail(p, esc, "\\u0000 is not supported in strings");
-            break;
-        }
-        o += put_utf8(buf + o, cp);
     }
-    if (st != GM_OK) {
-        free(buf);
-        return st;
-    }
-    buf[o] = '\0';
-    *out = buf;
-    if (out_len) *out_len = o;
-    return GM_OK;
+    if (open) set_fault(sc, FAULT_IN_OPEN_STRING, start, start, "unterminated string");
+    *next = end + 1;
+    return 1;
 }
 
-static int is_digit(const parser *p, size_t at) { return at < p->len && p->s[at] >= '0' && p->s[at] <= '9'; }
+static int is_digit(const scan *sc, size_t at) { return at < sc->n && sc->s[at] >= '0' && sc->s[at] <= '9'; }
+
+/* The number token at s[start] ('-' or a digit), by RFC 8259's grammar. Returns 0 when out of memory. */
+static int scan_number(scan *sc, size_t start, size_t *next)
+{
+    size_t i = start;
+    char what[32];
+    if (sc->s[i] == '-') i++;
+    if (!is_digit(sc, i)) {
+        describe_at(sc->s, sc->n, i, what, sizeof what);
+        set_fault(sc, FAULT_IN_NUMBER, i, start, "expected a digit after '-', got %s", what);
+        return 1;
+    }
+    if (sc->s[i] == '0' && is_digit(sc, i + 1)) {
+        set_fault(sc, FAULT_IN_NUMBER, i, start, "leading zero in a number");
+        return 1;
+    }
+    while (is_digit(sc, i)) i++;
+    if (i < sc->n && sc->s[i] == '.') {
+        if (!is_digit(sc, ++i)) {
+            describe_at(sc->s, sc->n, i, what, sizeof what);
+            set_fault(sc, FAULT_IN_NUMBER, i, start, "expected a digit after '.', got %s", what);
+            return 1;
+        }
+        while (is_digit(sc, i)) i++;
+    }
+    if (i < sc->n && (sc->s[i] == 'e' || sc->s[i] == 'E')) {
+        i++;
+        if (i < sc->n && (sc->s[i] == '+' || sc->s[i] == '-')) i++;
+        if (!is_digit(sc, i)) {
+            describe_at(sc->s, sc->n, i, what, sizeof what);
+            set_fault(sc, FAULT_IN_NUMBER, i, start, "expected a digit in the exponent, got %s", what);
+            return 1;
+        }
+        while (is_digit(sc, i)) i++;
+    }
+    *next = i;
+    return add_token(sc, start, i - start, TOK_NUMBER);
+}
+
+/*
+ * Scans s[0..end) up to the first fault (sc->fault), recording tokens. Bytes it
+ * does not know (letters, ':', ',', stray characters) are left to cJSON.
+ * Returns 0 when out of memory.
+ */
+static int scan_text(scan *sc, size_t end)
+{
+    int depth = 0;
+    uint64_t objects = 0; /* bit k: the container at depth k + 1 is an object */
+    char last = '\0';     /* the last byte outside strings and space, '"' after a string */
+    size_t save = sc->n;
+    sc->n = end; /* tokens must not run past the root value cJSON read */
+    int ok = 1;
+    for (size_t i = 0; ok && !sc->fault && i < end;) {
+        unsigned char c = (unsigned char)sc->s[i];
+        int in_object = depth > 0 && (objects >> (depth - 1) & 1);
+        if (i == sc->key_probe) sc->at_key = in_object && (last == ',' || (last == '{' && c != '}'));
+        if (i == sc->value_probe)
+            sc->at_value = depth == 0 ? last == '\0' : in_object ? last == ':' : last == '[' || last == ',';
+        if (c == '"') {
+            ok = scan_string(sc, i, &i);
+            last = '"';
+            continue;
+        }
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            ok = scan_number(sc, i, &i);
+            last = '0';
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            if (++depth > MAX_DEPTH) set_fault(sc, FAULT_AT, i, i, "nesting deeper than %d", MAX_DEPTH);
+            else if (c == '{') objects |= (uint64_t)1 << (depth - 1);
+            else objects &= ~((uint64_t)1 << (depth - 1));
+        } else if (c == '}' || c == ']') {
+            depth -= depth > 0;
+        } else if (c < 0x20 && !is_ws((char)c)) {
+            set_fault(sc, FAULT_AT, i, i, "syntax error at byte 0x%02X", c);
+        }
+        if (!is_ws((char)c)) last = (char)c;
+        i++;
+    }
+    sc->n = save;
+    return ok;
+}
+
+/* ---- explaining cJSON's failures ----------------------------------------------- */
+
+/*
+ * Where cJSON stopped, given what it reported (q). It reports the last byte when
+ * it ran out of input, so a stop there is told apart by parsing once more with a
+ * byte that is never valid there ('#'): a fault at the last byte stays put,
+ * running out moves on.
+ */
+static size_t past_end(const char *s, size_t n, size_t q)
+{
+    if (q + 1 != n) return q;
+    char *more = malloc(n + 1);
+    if (!more) return q;
+    memcpy(more, s, n);
+    more[n] = '#';
+    const char *stop = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(more, n + 1, &stop, 0);
+    size_t q2 = doc || !stop ? n : (size_t)(stop - more);
+    cJSON_Delete(doc);
+    free(more);
+    return q2 >= n ? n : q;
+}
+
+/*
+ * The message for text cJSON rejected, q being where it said it stopped. The
+ * first fault in the text wins, the scan's or cJSON's, once cJSON's stop is put
+ * right: it reports running out of input at the last byte (past_end) and a key
+ * that does not start with '"' one byte late. A fault of the scan inside a token
+ * that cJSON stopped in also wins, since cJSON stops just after the quote of a
+ * string that never ends, and at the start of a number it cannot read at all
+ * ("-" alone) where a value may start (elsewhere a stop there is cJSON's fault).
+ */
+static gm_status explain_failure(const source *src, scan *sc, size_t q)
+{
+    q = past_end(src->s, src->n, q);
+    sc->key_probe = q > 0 ? q - 1 : SIZE_MAX;
+    sc->value_probe = q;
+    if (!scan_text(sc, src->n)) return oom(src);
+    int key_late = sc->at_key && src->s[q - 1] != '"' && !is_ws(src->s[q - 1]);
+    if (key_late) q--;
+    int scan_first = sc->fault_at <= q;
+    if (sc->fault == FAULT_IN_OPEN_STRING) scan_first |= sc->fault_tok < q;
+    if (sc->fault == FAULT_IN_NUMBER)
+        scan_first |= sc->fault_tok < q || (sc->fault_tok == q && !key_late && sc->at_value);
+    if (sc->fault && scan_first) return syntax_error(src, sc->fault_at, "%s", sc->what);
+
+    const char *s = src->s;
+    char what[32];
+    if (q >= src->n) return syntax_error(src, q, "syntax error at end of input");
+    if (s[q] == ']' || s[q] == '}') {
+        size_t b = q;
+        while (b > 0 && is_ws(s[b - 1])) b--;
+        if (b > 0 && s[b - 1] == ',') return syntax_error(src, q, "trailing comma before '%c'", s[q]);
+    }
+    for (size_t t = 0; t < sc->ntok; t++) { /* in a string the scan leaves cJSON only surrogates to reject */
+        const token *k = &sc->tok[t];
+        if (k->kind != TOK_STRING || q <= k->at || q >= k->at + k->len) continue;
+        unsigned u;
+        if (s[q] == '\\' && s[q + 1] == 'u' && hex4(s, k->at + k->len, q + 2, &u) && u >= 0xD800 && u <= 0xDFFF)
+            return syntax_error(src, q, "lone surrogate \\u%04X", u);
+        return syntax_error(src, q, "syntax error in a string");
+    }
+    describe_at(s, src->n, q, what, sizeof what);
+    return syntax_error(src, q, "syntax error at %s", what);
+}
+
+/* ---- the tree ------------------------------------------------------------------ */
 
 /*
  * The exact value of a checked number token when it is an integer that fits a
@@ -406,215 +514,158 @@ static int token_int(const char *t, long long *out)
     return 1;
 }
 
-static gm_status parse_number(parser *p, gm_json *v)
+static size_t count_items(const cJSON *it)
 {
-    size_t start = p->pos, i = p->pos;
-    if (i < p->len && p->s[i] == '-') i++;
-    if (!is_digit(p, i)) {
-        char what[32];
-        describe_at(p, i, what, sizeof what);
-        return fail(p, i, "expected a digit after '-', got %s", what);
-    }
-    if (p->s[i] == '0' && is_digit(p, i + 1)) return fail(p, i, "leading zero in a number");
-    while (is_digit(p, i)) i++;
-    if (i < p->len && p->s[i] == '.') {
-        if (!is_digit(p, ++i)) {
-            char what[32];
-            describe_at(p, i, what, sizeof what);
-            return fail(p, i, "expected a digit after '.', got %s", what);
-        }
-        while (is_digit(p, i)) i++;
-    }
-    if (i < p->len && (p->s[i] == 'e' || p->s[i] == 'E')) {
-        i++;
-        if (i < p->len && (p->s[i] == '+' || p->s[i] == '-')) i++;
-        if (!is_digit(p, i)) {
-            char what[32];
-            describe_at(p, i, what, sizeof what);
-            return fail(p, i, "expected a digit in the exponent, got %s", what);
-        }
-        while (is_digit(p, i)) i++;
-    }
-    size_t n = i - start;
-    v->text = malloc(n + 1);
-    if (!v->text) return oom(p);
-    memcpy(v->text, p->s + start, n);
-    v->text[n] = '\0';
-    p->pos = i;
+    size_t n = 1;
+    for (const cJSON *c = it->child; c; c = c->next) n += count_items(c); /* depth is checked: at most 64 */
+    return n;
+}
 
-    if (!p->c_locale) {
-        p->c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
-        if (!p->c_locale) return oom(p);
-    }
-    /* The grammar is checked above; strtod only converts, with '.' whatever the process locale. */
-    locale_t old = uselocale(p->c_locale);
-    v->num = strtod(v->text, NULL);
-    uselocale(old);
-    if (isinf(v->num)) return fail(p, start, "number out of range: %.40s", v->text);
+/* Fills the node array from cJSON's tree, walking it in file order to pair nodes with tokens. */
+typedef struct {
+    const source *src;
+    const scan *sc;
+    json_doc *d;
+    size_t next_node, next_tok;
+    char *texts_end; /* where the next number text goes */
+} builder;
 
-    v->is_int = token_int(v->text, &v->inum);
+static gm_status take_token(builder *b, int kind, const token **t)
+{
+    if (b->next_tok >= b->sc->ntok || b->sc->tok[b->next_tok].kind != kind) /* a bug, not bad input */
+        return gm_error_set(b->src->err, GM_EINVAL, "%s: internal error: cJSON's tree does not match the tokens",
+                            b->src->name);
+    *t = &b->sc->tok[b->next_tok++];
     return GM_OK;
 }
 
-static gm_status parse_value(parser *p, gm_json *v);
-
-static gm_status parse_array(parser *p, gm_json *v)
+static gm_status build(builder *b, gm_json *v)
 {
-    p->pos++; /* '[' */
-    skip_ws(p);
-    if (p->pos < p->len && p->s[p->pos] == ']') {
-        p->pos++;
+    const cJSON *it = v->item;
+    const token *t = NULL;
+    gm_status st;
+    switch (it->type & 0xFF) {
+    case cJSON_NULL: v->type = GM_JSON_NULL; return GM_OK;
+    case cJSON_False:
+    case cJSON_True: v->type = GM_JSON_BOOL; return GM_OK;
+    case cJSON_String: v->type = GM_JSON_STRING; return take_token(b, TOK_STRING, &t);
+    case cJSON_Number:
+        v->type = GM_JSON_NUMBER;
+        if ((st = take_token(b, TOK_NUMBER, &t)) != GM_OK) return st;
+        memcpy(b->texts_end, b->src->s + t->at, t->len);
+        b->texts_end[t->len] = '\0';
+        v->text = b->texts_end;
+        b->texts_end += t->len + 1;
+        if (isinf(it->valuedouble)) return syntax_error(b->src, t->at, "number out of range: %.40s", v->text);
+        v->is_int = token_int(v->text, &v->inum);
         return GM_OK;
+    case cJSON_Array:
+    case cJSON_Object: break;
+    default:
+        return gm_error_set(b->src->err, GM_EINVAL, "%s: internal error: cJSON item of type %d", b->src->name,
+                            it->type);
     }
-    for (;;) {
-        skip_ws(p);
-        if (p->pos < p->len && p->s[p->pos] == ']' && v->n > 0) return fail(p, p->pos, "trailing comma before ']'");
-        gm_json *e = node_new(p, v, NULL);
-        if (!e) return GM_ENOMEM;
-        gm_status st = parse_value(p, e);
-        if (st != GM_OK) return st;
-        skip_ws(p);
-        if (p->pos < p->len && p->s[p->pos] == ',') {
-            p->pos++;
-            continue;
-        }
-        if (p->pos < p->len && p->s[p->pos] == ']') {
-            p->pos++;
-            return GM_OK;
-        }
-        char what[32];
-        describe_at(p, p->pos, what, sizeof what);
-        return fail(p, p->pos, "expected ',' or ']' after an element, got %s", what);
-    }
-}
-
-static gm_status parse_object(parser *p, gm_json *v)
-{
-    p->pos++; /* '{' */
-    skip_ws(p);
-    if (p->pos < p->len && p->s[p->pos] == '}') {
-        p->pos++;
-        return GM_OK;
-    }
-    for (;;) {
-        skip_ws(p);
-        if (p->pos >= p->len || p->s[p->pos] != '"') {
-            if (p->pos < p->len && p->s[p->pos] == '}' && v->n > 0) return fail(p, p->pos, "trailing comma before '}'");
-            char what[32];
-            describe_at(p, p->pos, what, sizeof what);
-            return fail(p, p->pos, "expected a \"quoted\" key, got %s", what);
-        }
-        size_t key_at = p->pos, klen;
-        char *key;
-        gm_status st = parse_string(p, &key, &klen);
-        if (st != GM_OK) return st;
-        for (size_t i = 0; i < v->n; i++) { /* quadratic, but config objects are small */
-            if (strcmp(v->kids[i]->key, key) == 0) {
-                char q[256];
-                quote(q, sizeof q, key, klen);
-                free(key);
-                return fail(p, key_at, "duplicate key %s", q);
+    int obj = (it->type & 0xFF) == cJSON_Object;
+    v->type = obj ? GM_JSON_OBJECT : GM_JSON_ARRAY;
+    for (const cJSON *c = it->child; c; c = c->next) v->n++;
+    v->kids = &b->d->nodes[b->next_node];
+    b->next_node += v->n;
+    size_t i = 0;
+    for (const cJSON *c = it->child; c; c = c->next, i++) {
+        gm_json *u = &v->kids[i];
+        *u = (gm_json){.item = c, .parent = v, .index = i};
+        if (obj) {
+            if ((st = take_token(b, TOK_STRING, &t)) != GM_OK) return st;
+            for (size_t j = 0; j < i; j++) { /* quadratic, but config objects are small */
+                if (strcmp(v->kids[j].item->string, c->string) != 0) continue;
+                char q[256], path[PATH_CAP];
+                quote(q, sizeof q, c->string, strlen(c->string));
+                gm_json_path(v, path, sizeof path);
+                return syntax_error(b->src, t->at, "duplicate key %s%s%s", q, path[0] ? " in " : "", path);
             }
         }
-        skip_ws(p);
-        if (p->pos >= p->len || p->s[p->pos] != ':') {
-            char what[32];
-            describe_at(p, p->pos, what, sizeof what);
-            free(key);
-            return fail(p, p->pos, "expected ':' after a key, got %s", what);
-        }
-        p->pos++;
-        gm_json *m = node_new(p, v, key);
-        if (!m) return GM_ENOMEM;
-        st = parse_value(p, m);
-        if (st != GM_OK) return st;
-        skip_ws(p);
-        if (p->pos < p->len && p->s[p->pos] == ',') {
-            p->pos++;
-            continue;
-        }
-        if (p->pos < p->len && p->s[p->pos] == '}') {
-            p->pos++;
-            return GM_OK;
-        }
-        char what[32];
-        describe_at(p, p->pos, what, sizeof what);
-        return fail(p, p->pos, "expected ',' or '}' after a member, got %s", what);
+        if ((st = build(b, u)) != GM_OK) return st;
     }
+    return GM_OK;
 }
 
-static int literal(parser *p, const char *word)
+void gm_json_free(gm_json *root)
 {
-    size_t n = strlen(word);
-    if (p->len - p->pos < n || memcmp(p->s + p->pos, word, n) != 0) return 0;
-    p->pos += n;
-    return 1;
+    if (!root) return;
+    json_doc *d = doc_of(root);
+    cJSON_Delete(d->doc);
+    free(d->name);
+    free(d->texts);
+    free(d);
 }
 
-/* Fills v (already attached) from the value at p->pos. */
-static gm_status parse_value(parser *p, gm_json *v)
+/* Checks a tree cJSON accepted, then wraps it. Takes doc. */
+static gm_status wrap(const source *src, scan *sc, cJSON *doc, size_t end, gm_json **root)
 {
-    skip_ws(p);
-    if (p->pos >= p->len) return fail(p, p->pos, "expected a value, got end of input");
-    char c = p->s[p->pos];
-    if (c == '{' || c == '[') {
-        if (p->depth >= MAX_DEPTH) return fail(p, p->pos, "nesting deeper than %d", MAX_DEPTH);
-        p->depth++;
-        v->type = c == '{' ? GM_JSON_OBJECT : GM_JSON_ARRAY;
-        gm_status st = c == '{' ? parse_object(p, v) : parse_array(p, v);
-        p->depth--;
+    if (!scan_text(sc, end)) {
+        cJSON_Delete(doc);
+        return oom(src);
+    }
+    gm_status st = GM_OK;
+    size_t after = end;
+    while (after < src->n && is_ws(src->s[after])) after++;
+    char what[32];
+    if (sc->fault) {
+        st = syntax_error(src, sc->fault_at, "%s", sc->what);
+    } else if (after < src->n) {
+        describe_at(src->s, src->n, after, what, sizeof what);
+        st = syntax_error(src, after, "expected the end after the root value, got %s", what);
+    }
+    if (st != GM_OK) {
+        cJSON_Delete(doc);
         return st;
     }
-    if (c == '"') {
-        v->type = GM_JSON_STRING;
-        return parse_string(p, &v->text, NULL);
+    size_t nodes = count_items(doc), texts = 1;
+    for (size_t t = 0; t < sc->ntok; t++) texts += sc->tok[t].kind == TOK_NUMBER ? sc->tok[t].len + 1 : 0;
+    json_doc *d = malloc(sizeof *d + nodes * sizeof d->nodes[0]);
+    char *name = malloc(strlen(src->name) + 1), *tx = malloc(texts);
+    if (!d || !name || !tx) {
+        free(d);
+        free(name);
+        free(tx);
+        cJSON_Delete(doc);
+        return oom(src);
     }
-    if (c == '-' || (c >= '0' && c <= '9')) {
-        v->type = GM_JSON_NUMBER;
-        return parse_number(p, v);
+    strcpy(name, src->name);
+    d->doc = doc;
+    d->name = name;
+    d->texts = tx;
+    d->nodes[0] = (gm_json){.item = doc};
+    builder b = {src, sc, d, 1, 0, tx};
+    st = build(&b, &d->nodes[0]);
+    if (st != GM_OK) {
+        gm_json_free(&d->nodes[0]);
+        return st;
     }
-    if (literal(p, "true") || literal(p, "false")) {
-        v->type = GM_JSON_BOOL;
-        v->b = c == 't';
-        return GM_OK;
-    }
-    if (literal(p, "null")) {
-        v->type = GM_JSON_NULL;
-        return GM_OK;
-    }
-    char what[32];
-    describe_at(p, p->pos, what, sizeof what);
-    return fail(p, p->pos, "expected a value, got %s", what);
+    *root = &d->nodes[0];
+    return GM_OK;
 }
 
 gm_status gm_json_parse(gm_json **root, const char *text, size_t len, const char *name, gm_error *err)
 {
     *root = NULL;
-    parser p = {text ? text : "", text ? len : 0, 0, name ? name : "(json)", err, (locale_t)0, 0};
-    gm_json *r = node_new(&p, NULL, NULL);
-    if (!r) return GM_ENOMEM;
-    gm_status st = GM_OK;
-    r->name = malloc(strlen(p.name) + 1);
-    if (!r->name) st = oom(&p);
-    else strcpy(r->name, p.name);
-    if (st == GM_OK && p.len >= 3 && memcmp(p.s, "\xEF\xBB\xBF", 3) == 0) p.pos = 3; /* a BOM */
-    skip_ws(&p);
-    if (st == GM_OK && p.pos >= p.len) st = fail(&p, p.pos, "empty input");
-    if (st == GM_OK) st = parse_value(&p, r);
-    skip_ws(&p);
-    if (st == GM_OK && p.pos < p.len) {
-        char what[32];
-        describe_at(&p, p.pos, what, sizeof what);
-        st = fail(&p, p.pos, "expected the end after the root value, got %s", what);
-    }
-    if (p.c_locale) freelocale(p.c_locale);
-    if (st != GM_OK) {
-        node_free(r);
-        return st;
-    }
-    gm_error_clear(err);
-    *root = r;
-    return GM_OK;
+    source src = {text ? text : "", text ? len : 0, 0, NULL, 0, name ? name : "(json)", err};
+    if (src.full_len >= 3 && memcmp(src.full, "\xEF\xBB\xBF", 3) == 0) src.bom = 3;
+    src.s = src.full + src.bom;
+    src.n = src.full_len - src.bom;
+    size_t first = 0;
+    while (first < src.n && is_ws(src.s[first])) first++;
+    if (first == src.n) return syntax_error(&src, src.n, "empty input");
+
+    scan sc = {src.s, src.n, NULL, 0, 0, SIZE_MAX, SIZE_MAX, 0, 0, FAULT_NONE, 0, 0, ""};
+    const char *stop = NULL;
+    /* Not NUL-terminated: the root value's end comes back in stop, and the rest is checked here. */
+    cJSON *doc = cJSON_ParseWithLengthOpts(src.s, src.n, &stop, 0);
+    size_t at = stop ? (size_t)(stop - src.s) : src.n;
+    gm_status st = doc ? wrap(&src, &sc, doc, at, root) : explain_failure(&src, &sc, at);
+    free(sc.tok);
+    if (st == GM_OK) gm_error_clear(err);
+    return st;
 }
 
 gm_status gm_json_parse_file(gm_json **root, const char *path, gm_error *err)
@@ -694,14 +745,15 @@ const char *gm_json_path(const gm_json *v, char *buf, size_t cap)
     size_t o = 0;
     for (int i = n - 1; i >= 0 && o < cap; i--) {
         const gm_json *u = chain[i];
+        const char *key = u->item->string;
         int w;
         if (u->parent->type == GM_JSON_ARRAY) {
             w = snprintf(buf + o, cap - o, "[%zu]", u->index);
-        } else if (bare_key(u->key)) {
-            w = snprintf(buf + o, cap - o, "%s%s", o ? "." : "", u->key);
+        } else if (bare_key(key)) {
+            w = snprintf(buf + o, cap - o, "%s%s", o ? "." : "", key);
         } else {
             char q[256];
-            quote(q, sizeof q, u->key, strlen(u->key));
+            quote(q, sizeof q, key, strlen(key));
             w = snprintf(buf + o, cap - o, "[%s]", q);
         }
         if (w < 0) break;
@@ -714,7 +766,7 @@ const gm_json *gm_json_get(const gm_json *obj, const char *key)
 {
     if (!obj || obj->type != GM_JSON_OBJECT || !key) return NULL;
     for (size_t i = 0; i < obj->n; i++)
-        if (strcmp(obj->kids[i]->key, key) == 0) return obj->kids[i];
+        if (strcmp(obj->kids[i].item->string, key) == 0) return &obj->kids[i];
     return NULL;
 }
 
@@ -723,26 +775,20 @@ size_t gm_json_len(const gm_json *v)
     return v && (v->type == GM_JSON_ARRAY || v->type == GM_JSON_OBJECT) ? v->n : 0;
 }
 
-const gm_json *gm_json_at(const gm_json *v, size_t i) { return i < gm_json_len(v) ? v->kids[i] : NULL; }
+const gm_json *gm_json_at(const gm_json *v, size_t i) { return i < gm_json_len(v) ? &v->kids[i] : NULL; }
 
 const char *gm_json_key_at(const gm_json *obj, size_t i)
 {
-    return obj && obj->type == GM_JSON_OBJECT && i < obj->n ? obj->kids[i]->key : NULL;
+    return obj && obj->type == GM_JSON_OBJECT && i < obj->n ? obj->kids[i].item->string : NULL;
 }
 
-double gm_json_number(const gm_json *v) { return v && v->type == GM_JSON_NUMBER ? v->num : 0.0; }
+double gm_json_number(const gm_json *v) { return v && v->type == GM_JSON_NUMBER ? v->item->valuedouble : 0.0; }
 
-const char *gm_json_string(const gm_json *v) { return v && v->type == GM_JSON_STRING ? v->text : NULL; }
+const char *gm_json_string(const gm_json *v) { return v && v->type == GM_JSON_STRING ? v->item->valuestring : NULL; }
 
-int gm_json_bool(const gm_json *v) { return v && v->type == GM_JSON_BOOL ? v->b : 0; }
+int gm_json_bool(const gm_json *v) { return v && v->type == GM_JSON_BOOL ? cJSON_IsTrue(v->item) != 0 : 0; }
 
 /* ---- typed getters ------------------------------------------------------------- */
-
-static const char *name_of(const gm_json *v)
-{
-    while (v->parent) v = v->parent;
-    return v->name;
-}
 
 /* "<name>: <path>: <what>", leaving out an empty path (the root). */
 static gm_status bad(const gm_json *v, gm_error *err, const char *fmt, ...)
@@ -758,18 +804,18 @@ static gm_status bad(const gm_json *v, gm_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return gm_error_set(err, GM_EINVAL, "%s: %s%s%s", name_of(v), path, path[0] ? ": " : "", what);
+    return gm_error_set(err, GM_EINVAL, "%s: %s%s%s", doc_of(v)->name, path, path[0] ? ": " : "", what);
 }
 
 /* What was found, for "got ...": a quoted string, the number as written, or the type. */
 static const char *found(const gm_json *v, char *buf, size_t cap)
 {
     switch (v->type) {
-    case GM_JSON_STRING: quote(buf, cap, v->text, strlen(v->text)); break;
+    case GM_JSON_STRING: quote(buf, cap, v->item->valuestring, strlen(v->item->valuestring)); break;
     case GM_JSON_NUMBER:
         snprintf(buf, cap, "%.*s%s", SHOW_CHARS, v->text, strlen(v->text) > SHOW_CHARS ? "..." : "");
         break;
-    case GM_JSON_BOOL: snprintf(buf, cap, "%s", v->b ? "true" : "false"); break;
+    case GM_JSON_BOOL: snprintf(buf, cap, "%s", gm_json_bool(v) ? "true" : "false"); break;
     case GM_JSON_NULL: snprintf(buf, cap, "null"); break;
     case GM_JSON_ARRAY: snprintf(buf, cap, "an array"); break;
     case GM_JSON_OBJECT: snprintf(buf, cap, "an object"); break;
@@ -804,23 +850,14 @@ static void int_range(char *buf, size_t cap, long long lo, long long hi)
     else snprintf(buf, cap, "an integer in [%lld, %lld]", lo, hi);
 }
 
-/* v as an exact long long, or 0 when it is not an integer that fits (see token_int). */
-static int as_int(const gm_json *v, long long *out)
-{
-    if (v->type != GM_JSON_NUMBER || !v->is_int) return 0;
-    *out = v->inum;
-    return 1;
-}
-
 static gm_status check_int(const gm_json *v, long long lo, long long hi, long long *out, gm_error *err)
 {
-    long long x;
-    if (!as_int(v, &x) || x < lo || x > hi) {
+    if (v->type != GM_JSON_NUMBER || !v->is_int || v->inum < lo || v->inum > hi) {
         char want[96], f[160];
         int_range(want, sizeof want, lo, hi);
         return bad(v, err, "expected %s, got %s", want, found(v, f, sizeof f));
     }
-    *out = x;
+    *out = v->inum;
     return GM_OK;
 }
 
@@ -839,13 +876,14 @@ gm_status gm_json_get_double(const gm_json *obj, const char *key, int required, 
     const gm_json *v;
     gm_status st = lookup(obj, key, required, &v, err);
     if (st != GM_OK || !v) return st;
-    if (v->type != GM_JSON_NUMBER || !(v->num >= lo && v->num <= hi)) {
+    double x = gm_json_number(v);
+    if (v->type != GM_JSON_NUMBER || !(x >= lo && x <= hi)) {
         char want[96], f[160];
         if (isinf(lo) && lo < 0 && isinf(hi) && hi > 0) snprintf(want, sizeof want, "a number");
         else snprintf(want, sizeof want, "a number in [%g, %g]", lo, hi);
         return bad(v, err, "expected %s, got %s", want, found(v, f, sizeof f));
     }
-    *out = v->num;
+    *out = x;
     return GM_OK;
 }
 
@@ -858,7 +896,7 @@ gm_status gm_json_get_bool(const gm_json *obj, const char *key, int required, in
         char f[160];
         return bad(v, err, "expected true or false, got %s", found(v, f, sizeof f));
     }
-    *out = v->b;
+    *out = gm_json_bool(v);
     return GM_OK;
 }
 
@@ -870,11 +908,12 @@ gm_status gm_json_get_string(const gm_json *obj, const char *key, int required, 
     if (st != GM_OK || !v) return st;
     char f[160];
     if (v->type != GM_JSON_STRING) return bad(v, err, "expected a string, got %s", found(v, f, sizeof f));
-    size_t n = strlen(v->text);
+    const char *s = v->item->valuestring;
+    size_t n = strlen(s);
     if (n >= cap)
         return bad(v, err, "expected a string of at most %zu bytes, got %s (%zu bytes)", cap ? cap - 1 : 0,
                    found(v, f, sizeof f), n);
-    memcpy(buf, v->text, n + 1);
+    memcpy(buf, s, n + 1);
     return GM_OK;
 }
 
@@ -895,8 +934,8 @@ gm_status gm_json_get_ints(const gm_json *obj, const char *key, int required, lo
     if (v->n > (size_t)cap) return bad(v, err, "expected at most %d elements, got %zu", cap, v->n);
     long long x;
     for (size_t i = 0; i < v->n; i++) /* check all before writing any: out is untouched on error */
-        if ((st = check_int(v->kids[i], lo, hi, &x, err)) != GM_OK) return st;
-    for (size_t i = 0; i < v->n; i++) check_int(v->kids[i], lo, hi, &out[i], err);
+        if ((st = check_int(&v->kids[i], lo, hi, &x, err)) != GM_OK) return st;
+    for (size_t i = 0; i < v->n; i++) check_int(&v->kids[i], lo, hi, &out[i], err);
     *n = (int)v->n;
     return GM_OK;
 }
@@ -909,7 +948,7 @@ gm_status gm_json_check_keys(const gm_json *obj, const char *const *allowed, gm_
         return bad(obj, err, "expected an object, got %s", found(obj, f, sizeof f));
     }
     for (size_t i = 0; i < obj->n; i++) {
-        const char *k = obj->kids[i]->key;
+        const char *k = obj->kids[i].item->string;
         size_t a = 0;
         while (allowed && allowed[a] && strcmp(allowed[a], k) != 0) a++;
         if (allowed && allowed[a]) continue;

@@ -226,7 +226,12 @@ static void record(search *S, const gm_search_event *e, uint64_t loc, uint64_t t
 static int curve_abort(void *ctx, const double *epoch, const double *acc, int n, int max_epoch, double target)
 {
     (void)ctx;
-    return gm_curve_should_abort(epoch, acc, n, max_epoch, target, 0.0);
+    /*
+     * The check right after the merges (epoch 0) sits far below the rest of the
+     * curve, so three points extrapolate badly: wait for four, and give the fit
+     * two points of slack before giving up on a candidate.
+     */
+    return n >= 4 && gm_curve_should_abort(epoch, acc, n, max_epoch, target, 0.02);
 }
 
 /* Builds, fine-tunes and times one candidate. */
@@ -245,7 +250,9 @@ static gm_status evaluate(search *S, const gm_fgraph *g, int id, gm_mfile *w, gm
     gm_net *net = NULL;
     gm_status st = gm_fgraph_to_mfile(g, &store, c->seed + (uint64_t)id, w, err);
     gm_net_desc desc = gm_mfile_desc(w);
-    if (st == GM_OK) st = gm_net_create(&net, S->be, &desc, c->batch, c->seed + (uint64_t)id, err);
+    if (st == GM_OK)
+        st = gm_net_create(&net, S->be, &desc, c->batch > GM_FT_EVAL_BATCH ? c->batch : GM_FT_EVAL_BATCH,
+                           c->seed + (uint64_t)id, err);
     if (st == GM_OK) st = gm_mfile_to_net(w, net, err);
     int heads[GM_MF_MAX_TASKS];
     for (int t = 0; t < w->ntasks; t++) heads[t] = w->tasks[t].head;

@@ -1,9 +1,12 @@
 /*
- * gm_json: a realistic config reads back through the accessors; escapes and
- * surrogate pairs decode to the right UTF-8; numbers parse exactly; malformed
+ * gm_json (cJSON underneath): a realistic config reads back through the
+ * accessors; escapes and surrogate pairs decode to the right UTF-8; numbers
+ * parse exactly, integers on the digits as written; malformed
  * input fails with the line:col of the fault; the typed getters and check_keys
- * name the path, what was expected and what was found; random mutations of a
- * valid document never crash and always explain a failure.
+ * name the path, what was expected and what was found; what cJSON lets through
+ * (duplicate keys, "01", raw control characters, "\u0000", deep nesting) is
+ * rejected; random mutations of a valid document never crash and always explain
+ * a failure.
  */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 
@@ -226,7 +229,7 @@ static void test_malformed_inputs(void **state)
     assert_bad("[\"x\\udc00\"]", "t.json:1:4: lone surrogate \\uDC00");
     assert_bad("[\"\\ud800\\u0041\"]", "t.json:1:3: lone surrogate \\uD800");
     assert_bad("[\"\\ud800\\ud800\"]", "t.json:1:3: lone surrogate \\uD800");
-    assert_bad("[\"\\ud800", "t.json:1:3: lone surrogate \\uD800");
+    assert_bad("[\"\\ud800", "t.json:1:2: unterminated string"); /* the first fault: the string never ends */
     assert_bad("[\"a\tb\"]", "t.json:1:4: control character U+0009 in a string (escape it)");
     assert_bad("{\"a\": \"open\n}", "t.json:1:12: newline in a string (unterminated string?)");
     assert_bad("{\n  \"a\": 1,\n  \"b\": 2,\n  \"a\": 3\n}", "t.json:4:3: duplicate key \"a\"");
@@ -235,49 +238,49 @@ static void test_malformed_inputs(void **state)
     assert_bad("[1]\n[2]", "t.json:2:1: expected the end after the root value, got '['");
     assert_bad("", "t.json:1:1: empty input");
     assert_bad("  \n\t", "t.json:2:2: empty input");
-    assert_bad("{'a': 1}", "t.json:1:2: expected a \"quoted\" key, got a single quote");
-    assert_bad("['a']", "t.json:1:2: expected a value, got a single quote");
-    assert_bad("[1, NaN]", "t.json:1:5: expected a value, got 'NaN'");
-    assert_bad("[Infinity]", "t.json:1:2: expected a value, got 'Infinity'");
+    assert_bad("{'a': 1}", "t.json:1:2: syntax error at a single quote");
+    assert_bad("['a']", "t.json:1:2: syntax error at a single quote");
+    assert_bad("[1, NaN]", "t.json:1:5: syntax error at 'NaN'");
+    assert_bad("[Infinity]", "t.json:1:2: syntax error at 'Infinity'");
     assert_bad("[-Infinity]", "t.json:1:3: expected a digit after '-', got 'Infinity'");
-    assert_bad("[+1]", "t.json:1:2: expected a value, got '+'");
+    assert_bad("[+1]", "t.json:1:2: syntax error at '+'");
 
     /* the rest of the grammar */
     assert_bad("{\n  \"models\": [\n    {\"epochs\": 3 \"task\": 1}\n  ]\n}",
-               "t.json:3:18: expected ',' or '}' after a member, got '\"'");
-    assert_bad("[1 2]", "t.json:1:4: expected ',' or ']' after an element, got '2'");
-    assert_bad("[1, 2", "t.json:1:6: expected ',' or ']' after an element, got end of input");
-    assert_bad("{\"a\" 1}", "t.json:1:6: expected ':' after a key, got '1'");
-    assert_bad("{\"a\":}", "t.json:1:6: expected a value, got '}'");
-    assert_bad("{1: 2}", "t.json:1:2: expected a \"quoted\" key, got '1'");
+               "t.json:3:18: syntax error at '\"'");
+    assert_bad("[1 2]", "t.json:1:4: syntax error at '2'");
+    assert_bad("[1, 2", "t.json:1:6: syntax error at end of input");
+    assert_bad("{\"a\" 1}", "t.json:1:6: syntax error at '1'");
+    assert_bad("{\"a\":}", "t.json:1:6: syntax error at '}'");
+    assert_bad("{1: 2}", "t.json:1:2: syntax error at '1'");
     assert_bad("[1.]", "t.json:1:4: expected a digit after '.', got ']'");
-    assert_bad("[.5]", "t.json:1:2: expected a value, got '.'");
+    assert_bad("[.5]", "t.json:1:2: syntax error at '.'");
     assert_bad("[1e]", "t.json:1:4: expected a digit in the exponent, got ']'");
     assert_bad("[1e+]", "t.json:1:5: expected a digit in the exponent, got ']'");
     assert_bad("-", "t.json:1:2: expected a digit after '-', got end of input");
     assert_bad("[1e400]", "t.json:1:2: number out of range: 1e400");
-    assert_bad("[tru]", "t.json:1:2: expected a value, got 'tru'");
-    assert_bad("[true1]", "t.json:1:6: expected ',' or ']' after an element, got '1'");
+    assert_bad("[tru]", "t.json:1:2: syntax error at 'tru'");
+    assert_bad("[true1]", "t.json:1:6: syntax error at '1'");
     assert_bad("[\"\\u12\"]", "t.json:1:3: bad \\u escape: expected 4 hex digits");
     assert_bad("[\"\\u0000\"]", "t.json:1:3: \\u0000 is not supported in strings");
     assert_bad("[\"\xFF\"]", "t.json:1:3: invalid UTF-8 in a string");
     assert_bad("[\"\xC0\x80\"]", "t.json:1:3: invalid UTF-8 in a string");     /* overlong NUL */
     assert_bad("[\"\xED\xA0\x80\"]", "t.json:1:3: invalid UTF-8 in a string"); /* an encoded surrogate */
     assert_bad("[\"\xC3\"]", "t.json:1:3: invalid UTF-8 in a string");         /* cut short */
-    assert_bad("[\xC3\xA9]", "t.json:1:2: expected a value, got byte 0xC3");
+    assert_bad("[\xC3\xA9]", "t.json:1:2: syntax error at byte 0xC3");
     /* a byte order mark is skipped and takes no column */
     gm_json *bom = parse_ok("\xEF\xBB\xBF[1]", "t.json");
     assert_int_equal(gm_json_len(bom), 1);
     gm_json_free(bom);
     assert_bad("\xEF\xBB\xBF[1,]", "t.json:1:4: trailing comma before ']'");
-    assert_bad("[\xEF\xBB\xBF" "1]", "t.json:1:2: expected a value, got byte 0xEF");
+    assert_bad("[\xEF\xBB\xBF" "1]", "t.json:1:2: syntax error at byte 0xEF");
     /* columns count characters, not bytes: x follows a two-byte é */
-    assert_bad("[\"\xC3\xA9\", x]", "t.json:1:7: expected a value, got 'x'");
+    assert_bad("[\"\xC3\xA9\", x]", "t.json:1:7: syntax error at 'x'");
     /* an embedded NUL byte, which strlen would hide */
     check_bad("[1]\0", 4, "t.json:1:4: expected the end after the root value, got byte 0x00", __FILE__, __LINE__);
     check_bad("[\"a\0\"]", 5, "t.json:1:4: control character U+0000 in a string (escape it)", __FILE__, __LINE__);
     /* the text need not be NUL-terminated: parsing stops at len */
-    check_bad("[1, 2]", 5, "t.json:1:6: expected ',' or ']' after an element, got end of input", __FILE__, __LINE__);
+    check_bad("[1, 2]", 5, "t.json:1:6: syntax error at end of input", __FILE__, __LINE__);
 
     /* a NULL error pointer is allowed */
     gm_json *root;
@@ -311,6 +314,55 @@ static void test_nesting_limit(void **state)
     mixed[o] = '\0';
     /* the 65th container, a '{', follows 32 of {"k": (5 characters each) and 32 of [ */
     assert_bad(mixed, "t.json:1:193: nesting deeper than 64");
+}
+
+/*
+ * What cJSON 1.7.15 accepts but gm_json must not: each of these parses with
+ * cJSON_Parse. The deep document is past cJSON's own nesting limit (1000).
+ */
+static void test_stricter_than_cjson(void **state)
+{
+    (void)state;
+    assert_bad("[\"\\u00zz\"]", "t.json:1:3: bad \\u escape: expected 4 hex digits"); /* cJSON: "" */
+    assert_bad("{\"\\u0000\": 1}", "t.json:1:3: \\u0000 is not supported in strings"); /* cJSON: key "" */
+    assert_bad("[1,\x01 2]", "t.json:1:4: syntax error at byte 0x01"); /* cJSON: space */
+    assert_bad("[1,\f2]", "t.json:1:4: syntax error at byte 0x0C");
+    assert_bad("\v[1]", "t.json:1:1: syntax error at byte 0x0B");
+    assert_bad("[1] \x01", "t.json:1:5: expected the end after the root value, got byte 0x01");
+    assert_bad("[-1e999]", "t.json:1:2: number out of range: -1e999"); /* cJSON: -inf */
+    assert_bad("{\"m\": [{\"a\": 1, \"a\": 2}]}", "t.json:1:17: duplicate key \"a\" in m[0]");
+    assert_bad("{\"a\": [1], \"b\": {\"x y\": {\"c\": {}, \"c\": []}}}",
+               "t.json:1:35: duplicate key \"c\" in b[\"x y\"]");
+    /* cJSON reports a bad key one byte late; the column is still the key's */
+    assert_bad("{\"a\": 1, 2: 3}", "t.json:1:10: syntax error at '2'");
+    assert_bad("{\"a\":1,  }  ", "t.json:1:10: trailing comma before '}'");
+    char deep[3001];
+    memset(deep, '[', 1500);
+    memset(deep + 1500, ']', 1500);
+    deep[3000] = '\0';
+    assert_bad(deep, "t.json:1:65: nesting deeper than 64");
+
+    /* tokens pair with nodes in file order: found() shows each number as written */
+    gm_json *root = parse_ok("{\"s\": \"1\", \"x\": [10, \"20\", 3e1], \"y\": {\"k\": \"v\", \"z\": 30.0}, \"w\": 1E2,"
+                             " \"n\": 1234567890123456789012345678901234567890"
+                             "1234567890123456789012345678901234567890}",
+                             "t.json");
+    gm_error err;
+    long long x;
+    assert_int_equal(gm_json_get_int(gm_json_get(root, "y"), "z", 1, 0, 5, &x, &err), GM_EINVAL);
+    assert_string_equal(err.msg, "t.json: y.z: expected an integer in [0, 5], got 30.0");
+    assert_int_equal(gm_json_get_int(root, "w", 1, 0, 5, &x, &err), GM_EINVAL);
+    assert_string_equal(err.msg, "t.json: w: expected an integer in [0, 5], got 1E2");
+    assert_int_equal(gm_json_get_int(gm_json_get(root, "y"), "z", 1, 0, 100, &x, &err), GM_OK);
+    assert_int_equal(x, 30);
+    const gm_json *xs = gm_json_get(root, "x");
+    assert_string_equal(gm_json_string(gm_json_at(xs, 1)), "20");
+    assert_true(gm_json_number(gm_json_at(xs, 2)) == 30.0);
+    /* 80 digits: longer than the 63-character number buffer of upstream cJSON 1.7.15 */
+    assert_true(gm_json_number(gm_json_get(root, "n")) == 1.2345678901234568e79);
+    assert_int_equal(gm_json_get_int(root, "n", 1, LLONG_MIN, LLONG_MAX, &x, &err), GM_EINVAL);
+    assert_string_equal(err.msg, "t.json: n: expected an integer, got 1234567890123456789012345678901234567890...");
+    gm_json_free(root);
 }
 
 static void test_getters(void **state)
@@ -518,7 +570,7 @@ static void test_parse_file(void **state)
 
     assert_int_equal(gm_json_parse_file(&root, bad, &err), GM_EINVAL);
     assert_null(root);
-    snprintf(want, sizeof want, "%s:3:12: expected ',' or ']' after an element, got '3'", bad);
+    snprintf(want, sizeof want, "%s:3:12: syntax error at '3'", bad);
     assert_string_equal(err.msg, want);
 
     assert_int_equal(gm_json_parse_file(&root, missing, &err), GM_EIO);
@@ -636,7 +688,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_round_trip), cmocka_unit_test(test_escapes_decode_to_utf8),
         cmocka_unit_test(test_numbers_are_exact), cmocka_unit_test(test_numbers_ignore_locale),
-        cmocka_unit_test(test_malformed_inputs),  cmocka_unit_test(test_nesting_limit),
+        cmocka_unit_test(test_malformed_inputs),  cmocka_unit_test(test_stricter_than_cjson),
+        cmocka_unit_test(test_nesting_limit),
         cmocka_unit_test(test_getters),           cmocka_unit_test(test_paths),
         cmocka_unit_test(test_check_keys),        cmocka_unit_test(test_parse_file),
         cmocka_unit_test(test_fuzz_mutations),

@@ -11,7 +11,7 @@
 #include "gm_h5.h"
 #include "gm_optim.h"
 
-enum { EVAL_BATCH = 128 };
+enum { EVAL_BATCH = GM_FT_EVAL_BATCH };
 
 const char *gm_ft_status_name(gm_ft_status s)
 {

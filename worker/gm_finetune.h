@@ -51,6 +51,9 @@ gm_status gm_ft_data_load(gm_ft_data *d, const gm_mfile *const *models, int n, c
                           gm_error *err);
 void gm_ft_data_free(gm_ft_data *d);
 
+/* Evaluation runs in chunks of this many samples: size nets for max(batch, it). */
+enum { GM_FT_EVAL_BATCH = 128 };
+
 typedef enum { GM_FT_PASSED, GM_FT_FAILED, GM_FT_ABORTED } gm_ft_status;
 const char *gm_ft_status_name(gm_ft_status s);
 

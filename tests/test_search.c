@@ -1,0 +1,154 @@
+/*
+ * A whole search on a tiny Sprites zoo: three small models (two architectures)
+ * are trained, fused by the SA policy, and the best candidate must be faster
+ * than the originals run one after the other and within the threshold on
+ * validation data; the results table lists every candidate; the best model file
+ * runs and scores what the summary says.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gm_make.h"
+#include "gm_mfile.h"
+#include "gm_models.h"
+#include "gm_optim.h"
+#include "gm_search.h"
+#include "gm_train.h"
+#include "test_util.h"
+
+typedef struct {
+    char dir[128];
+} ctx;
+
+static void train_model(const char *dir, const char *data, const char *task, const char *arch, int seed)
+{
+    gm_error err;
+    gm_dataset *ds;
+    assert_int_equal(gm_ds_open(&ds, data, &err), GM_OK);
+    int t = gm_ds_task_index(ds, task);
+    const gm_ds_info *info = gm_ds_get_info(ds);
+    static gm_model m;
+    const int widths[3] = {8, 16, 0};
+    if (gm_model_from_name(&m, arch, widths, info->shape, info->tasks[t].classes, &err) != GM_OK) fail_msg("%s", err.msg);
+    gm_backend *be;
+    gm_net *net;
+    gm_net_desc d = gm_model_desc(&m);
+    assert_int_equal(gm_backend_cpu_create(&be, 1, &err), GM_OK);
+    assert_int_equal(gm_net_create(&net, be, &d, 32, (uint64_t)seed, &err), GM_OK);
+    char out[256];
+    snprintf(out, sizeof out, "%s/%s.h5", dir, task);
+    gm_train_opts o = {.epochs = 6, .batch = 32, .optimizer = gm_update_adam(3e-3f, 0.9f, 0.999f, 1e-8f, 0.0f),
+                       .seed = (uint64_t)seed, .arch = arch, .out = out};
+    gm_train_result r;
+    if (gm_train_task(net, ds, t, &o, &r, &err) != GM_OK) fail_msg("%s", err.msg);
+    gm_net_free(net);
+    gm_backend_free(be);
+    gm_ds_close(ds);
+}
+
+static int setup(void **state)
+{
+    ctx *c = calloc(1, sizeof *c);
+    snprintf(c->dir, sizeof c->dir, "/tmp/gm_test_search_XXXXXX");
+    if (!mkdtemp(c->dir)) return -1;
+    char data[256];
+    snprintf(data, sizeof data, "%s/sprites.h5", c->dir);
+    gm_make_opts o = gm_make_defaults(GM_MAKE_SPRITES);
+    o.size = 16;
+    o.n[GM_SPLIT_TRAIN] = 2048;
+    o.n[GM_SPLIT_VAL] = 512;
+    o.n[GM_SPLIT_TEST] = 512;
+    gm_error err;
+    if (gm_make_sprites(data, &o, NULL, NULL, &err) != GM_OK) return -1;
+    train_model(c->dir, data, "colour", "vgg11", 1);
+    train_model(c->dir, data, "scale", "vgg11", 2);
+    train_model(c->dir, data, "shape", "resnet8", 3);
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ctx *c = *state;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", c->dir);
+    int rc = system(cmd);
+    free(c);
+    return rc == 0 ? 0 : -1;
+}
+
+static long count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    long n = 0;
+    int ch;
+    while ((ch = fgetc(f)) != EOF) n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+/* One line per candidate on stderr: what a failure report needs. */
+static void show(void *unused, const gm_search_event *e)
+{
+    (void)unused;
+    fprintf(stderr, "candidate %d from %d: %d nodes, %s, %d epochs, worst drop %.4f, %.4f ms (%.2fx)\n", e->id,
+            e->source, e->nodes, e->status, e->epochs, e->worst_drop, e->latency_ms, e->speedup);
+}
+
+static void test_tiny_search(void **state)
+{
+    ctx *c = *state;
+    gm_search_config cfg;
+    gm_search_defaults(&cfg);
+    const char *tasks[3] = {"colour", "scale", "shape"};
+    cfg.nmodels = 3;
+    for (int t = 0; t < 3; t++) snprintf(cfg.models[t], sizeof cfg.models[t], "%s/%s.h5", c->dir, tasks[t]);
+    snprintf(cfg.out, sizeof cfg.out, "%s/run", c->dir);
+    cfg.threshold = 0.05;
+    cfg.iterations = 8;
+    cfg.ft_samples = 2048;
+    cfg.val_samples = 512;
+    cfg.ft_epochs = 8;
+    cfg.lr = 3e-3;
+    cfg.batch = 32;
+    cfg.lat_runs = 300;
+    gm_search_summary s;
+    gm_error err;
+    if (gm_search_run(&cfg, show, NULL, NULL, &s, &err) != GM_OK) fail_msg("%s", err.msg);
+    fprintf(stderr, "originals: val %.4f %.4f %.4f, %.4f ms\n", s.orig_val[0], s.orig_val[1], s.orig_val[2],
+            s.base_latency_ms);
+    assert_int_equal(s.ntasks, 3);
+    assert_true(s.candidates >= 1);
+    assert_true(s.passed >= 1);
+    assert_true(s.best_id >= 0);
+    /* Faster than the originals one by one, and every task within the threshold on validation data. */
+    assert_true(s.best_latency_ms < s.base_latency_ms);
+    for (int t = 0; t < 3; t++) assert_true(s.orig_val[t] - s.best_val[t] <= cfg.threshold + 1e-12);
+    /* One table row per candidate, plus the header. */
+    char p[300];
+    snprintf(p, sizeof p, "%s/run/candidates.csv", c->dir);
+    assert_int_equal(count_lines(p), s.candidates + 1);
+    snprintf(p, sizeof p, "%s/run/candidates.jsonl", c->dir);
+    assert_int_equal(count_lines(p), s.candidates);
+    /* best.h5 is a runnable fused model with three tasks and the summary's test accuracies. */
+    gm_mfile m = {0};
+    snprintf(p, sizeof p, "%s/run/best.h5", c->dir);
+    if (gm_mfile_load(p, &m, &err) != GM_OK) fail_msg("%s", err.msg);
+    assert_int_equal(m.ntasks, 3);
+    for (int t = 0; t < 3; t++) {
+        int k = gm_mfile_task_index(&m, tasks[t]);
+        assert_true(k >= 0);
+        assert_true(fabs(m.tasks[k].test_accuracy - s.best_test[t]) < 1e-12);
+    }
+    gm_mfile_free(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_tiny_search)};
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
