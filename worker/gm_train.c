@@ -63,36 +63,62 @@ gm_status gm_eval_tasks(gm_net *net, gm_dataset *ds, gm_split s, int n, const in
     return st;
 }
 
-gm_status gm_measure_latency_seq(gm_net *const *nets, int n, int warmup, int runs, double *median_ms,
-                                 gm_error *err)
+/* One batch-1 eval forward of each of n nets in turn, device synchronised; seconds. */
+static double time_once(gm_net *const *nets, int n, const float *x, gm_status *s, gm_error *err)
 {
-    if (runs < 1 || n < 1) return gm_error_set(err, GM_EINVAL, "latency: %d runs of %d nets", runs, n);
+    double t0 = gm_now_s();
+    for (int k = 0; *s == GM_OK && k < n; k++) {
+        *s = gm_net_forward(nets[k], x, 1, 0, err);
+        gm_backend *be = gm_net_backend(nets[k]);
+        be->sync(be); /* a device must finish before the clock stops */
+    }
+    return gm_now_s() - t0;
+}
+
+static float *zero_input(gm_net *const *nets, int n)
+{
     size_t numel = 0;
     for (int k = 0; k < n; k++) {
         size_t e = gm_shape_numel(gm_net_block_input_shape(nets[k], 0));
         numel = e > numel ? e : numel;
     }
-    float *x = calloc(numel, sizeof(float));
-    double *t = malloc(sizeof(double) * (size_t)runs);
-    gm_status s = x && t ? GM_OK : gm_error_set(err, GM_ENOMEM, "latency: out of memory");
+    return calloc(numel, sizeof(float));
+}
+
+gm_status gm_measure_latency_pair(gm_net *a, gm_net *const *base, int n, int warmup, int runs, double *a_ms,
+                                  double *base_ms, gm_error *err)
+{
+    if (runs < 1) return gm_error_set(err, GM_EINVAL, "latency: %d runs", runs);
+    float *x = a ? zero_input(&a, 1) : NULL, *xb = base ? zero_input(base, n) : NULL;
+    double *ta = malloc(sizeof(double) * (size_t)runs), *tb = malloc(sizeof(double) * (size_t)runs);
+    gm_status s = (!a || x) && (!base || xb) && ta && tb ? GM_OK : gm_error_set(err, GM_ENOMEM, "latency: out of memory");
     for (int i = 0; s == GM_OK && i < warmup + runs; i++) {
-        double t0 = gm_now_s();
-        for (int k = 0; s == GM_OK && k < n; k++) {
-            s = gm_net_forward(nets[k], x, 1, 0, err);
-            gm_backend *be = gm_net_backend(nets[k]);
-            be->sync(be); /* a device must finish before the clock stops */
+        double da = a ? time_once(&a, 1, x, &s, err) : 0.0;
+        double db = base ? time_once(base, n, xb, &s, err) : 0.0;
+        if (i >= warmup) {
+            ta[i - warmup] = da * 1e3;
+            tb[i - warmup] = db * 1e3;
         }
-        if (i >= warmup) t[i - warmup] = (gm_now_s() - t0) * 1e3;
     }
-    if (s == GM_OK) *median_ms = gm_median(t, runs);
+    if (s == GM_OK && a_ms) *a_ms = gm_median(ta, runs);
+    if (s == GM_OK && base_ms) *base_ms = gm_median(tb, runs);
     free(x);
-    free(t);
+    free(xb);
+    free(ta);
+    free(tb);
     return s;
+}
+
+gm_status gm_measure_latency_seq(gm_net *const *nets, int n, int warmup, int runs, double *median_ms,
+                                 gm_error *err)
+{
+    if (n < 1) return gm_error_set(err, GM_EINVAL, "latency: %d nets", n);
+    return gm_measure_latency_pair(NULL, nets, n, warmup, runs, NULL, median_ms, err);
 }
 
 gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_ms, gm_error *err)
 {
-    return gm_measure_latency_seq(&net, 1, warmup, runs, median_ms, err);
+    return gm_measure_latency_pair(net, NULL, 0, warmup, runs, median_ms, NULL, err);
 }
 
 /* ---- training state ------------------------------------------------------- */

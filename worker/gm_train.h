@@ -87,5 +87,12 @@ gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_m
  */
 gm_status gm_measure_latency_seq(gm_net *const *nets, int n, int warmup, int runs, double *median_ms,
                                  gm_error *err);
+/*
+ * A fused net against its peers measured in the same run: each round times one
+ * forward of `a`, then the n nets of `base` one after the other, so both see
+ * the same machine noise; medians of each.
+ */
+gm_status gm_measure_latency_pair(gm_net *a, gm_net *const *base, int n, int warmup, int runs, double *a_ms,
+                                  double *base_ms, gm_error *err);
 
 #endif
