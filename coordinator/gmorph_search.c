@@ -121,11 +121,18 @@ int main(int argc, char **argv)
     if (gm_search_run(&cfg, quiet ? NULL : show, NULL, &stop_requested, &s, &err) != GM_OK)
         return gm_cli_fail(CMD, NULL, &err);
     printf("originals one after the other %.3f ms; ", s.base_latency_ms);
-    if (s.best_id >= 0) printf("best fused %.3f ms: %.2fx faster (candidate %d)\n", s.best_latency_ms, s.speedup, s.best_id);
+    if (s.best_id >= 0)
+        printf("best fused %.3f ms against %.3f ms for the originals timed with it: %.2fx faster (candidate %d)\n",
+               s.best_latency_ms, s.best_base_ms, s.speedup, s.best_id);
     else printf("no candidate passed\n");
-    for (int t = 0; t < s.ntasks; t++)
-        printf("  %-12s val %6.2f%% -> %6.2f%%   test %6.2f%% -> %6.2f%%\n", s.task[t], 100 * s.orig_val[t],
-               100 * s.best_val[t], 100 * s.orig_test[t], 100 * s.best_test[t]);
+    for (int t = 0; t < s.ntasks; t++) {
+        if (s.best_id >= 0)
+            printf("  %-12s val %6.2f%% -> %6.2f%%   test %6.2f%% -> %6.2f%%\n", s.task[t], 100 * s.orig_val[t],
+                   100 * s.best_val[t], 100 * s.orig_test[t], 100 * s.best_test[t]);
+        else
+            printf("  %-12s val %6.2f%%   test %6.2f%% (originals)\n", s.task[t], 100 * s.orig_val[t],
+                   100 * s.orig_test[t]);
+    }
     printf("%d candidates: %d passed, %d failed, %d aborted, %d filtered, %d duplicates; %ld fine-tune epochs; "
            "%.0f s%s; results in %s/\n", s.candidates, s.passed, s.failed, s.aborted, s.filtered, s.duplicates,
            s.ft_epochs, s.wall_s, s.interrupted ? " (stopped early)" : "", cfg.out);
