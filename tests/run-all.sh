@@ -1,7 +1,7 @@
 #!/bin/sh
 # The whole test suite, as CI runs it: a warnings-as-errors release build and
 # its tests, then the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
-# (LeakSanitizer included). Usage: tests/run-all.sh [BUILD_DIR]  (default build-test)
+# (LeakSanitizer included), optimised (-O2 -g) so the training tests stay quick. Usage: tests/run-all.sh [BUILD_DIR]  (default build-test)
 set -eu
 cd "$(dirname "$0")/.."
 build=${1:-build-test}
@@ -9,6 +9,6 @@ jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DGMORPH_WERROR=ON
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
-cmake -S . -B "$build-asan" -DCMAKE_BUILD_TYPE=Debug -DGMORPH_WERROR=ON -DGMORPH_SANITIZE=ON -DGMORPH_CUDA=OFF
+cmake -S . -B "$build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGMORPH_WERROR=ON -DGMORPH_SANITIZE=ON -DGMORPH_CUDA=OFF
 cmake --build "$build-asan" -j "$jobs"
 ctest --test-dir "$build-asan" --output-on-failure -j "$jobs"
