@@ -480,6 +480,7 @@ gm_status gm_search_run(const gm_search_config *c, void (*progress)(void *ctx, c
                              .base_latency_ms = NAN,
                              .worst_drop = NAN};
         s->candidates++;
+        gm_ft_result r; /* outlives the branch: e.val points into it until the event is recorded */
         gm_features feat;
         gm_filter_features(cand, &feat);
         if (has(S.seen, S.nseen, loc) || has(S.passed_top, S.npassed_top, top)) {
@@ -491,7 +492,6 @@ gm_status gm_search_run(const gm_search_config *c, void (*progress)(void *ctx, c
         } else {
             S.seen[S.nseen++] = loc;
             gm_mfile w = {0};
-            gm_ft_result r;
             double lat, base_lat;
             st = evaluate(&S, cand, e.id, &w, &r, &lat, &base_lat, err);
             if (st != GM_OK) {
