@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "gm_clock.h"
 #include "gm_filter.h"
+#include "gm_fs.h"
 #include "gm_json.h"
 #include "gm_mutate.h"
 #include "gm_train.h"
@@ -178,19 +178,6 @@ static int has(const uint64_t *v, int n, uint64_t x)
     return 0;
 }
 
-static int mkdir_p(const char *path)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 static FILE *open_out(const search *S, const char *name, gm_error *err)
 {
     char p[1200];
@@ -305,7 +292,7 @@ static gm_status add_elite(search *S, const gm_fgraph *g, gm_mfile *w, int id, d
 
 static gm_status open_logs(search *S, gm_error *err)
 {
-    if (mkdir_p(S->c->out) != 0) return gm_error_set(err, GM_EIO, "%s: cannot create: %s", S->c->out, strerror(errno));
+    if (gm_fs_mkdirs(S->c->out) != 0) return gm_error_set(err, GM_EIO, "%s: cannot create: %s", S->c->out, strerror(errno));
     S->csv = open_out(S, "candidates.csv", err);
     S->jsonl = S->csv ? open_out(S, "candidates.jsonl", err) : NULL;
     if (!S->csv || !S->jsonl) return GM_EIO;

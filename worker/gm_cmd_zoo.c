@@ -15,10 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gm_cli.h"
+#include "gm_fs.h"
 #include "gm_h5.h"
 #include "gm_json.h"
 #include "gm_mfile.h"
@@ -307,20 +307,6 @@ static int has_dataset(const zoo_dataset *ds, int n, const char *name)
     return 0;
 }
 
-/* mkdir -p: creates path and any missing parents. */
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 int gm_cmd_zoo(int argc, char **argv)
 {
     zoo_args a;
@@ -362,7 +348,7 @@ int gm_cmd_zoo(int argc, char **argv)
         rc = gm_cli_fail(CMD, NULL, &err);
         goto done;
     }
-    if (mkdir_p(a.out) != 0) {
+    if (gm_fs_mkdirs(a.out) != 0) {
         fprintf(stderr, "gmorph zoo: cannot create %s: %s\n", a.out, strerror(errno));
         rc = GM_EXIT_USAGE;
         goto done;

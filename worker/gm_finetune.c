@@ -10,6 +10,7 @@
 #include "gm_clock.h"
 #include "gm_h5.h"
 #include "gm_optim.h"
+#include "gm_train.h"
 
 enum { EVAL_BATCH = GM_FT_EVAL_BATCH };
 
@@ -28,13 +29,6 @@ void gm_ft_data_free(gm_ft_data *d)
         free(d->y_val[t]);
     }
     memset(d, 0, sizeof *d);
-}
-
-static int argmax(const float *z, int k)
-{
-    int b = 0;
-    for (int i = 1; i < k; i++) b = z[i] > z[b] ? i : b;
-    return b;
 }
 
 /* Output index of block `head` in net, or -1. */
@@ -64,7 +58,7 @@ static gm_status forward_all(gm_net *net, const float *x, long n, size_t numel, 
 static double accuracy(const float *logits, const int32_t *y, long n, int classes)
 {
     long ok = 0;
-    for (long i = 0; i < n; i++) ok += argmax(logits + (size_t)i * classes, classes) == y[i];
+    for (long i = 0; i < n; i++) ok += gm_top1(logits + (size_t)i * classes, classes) == y[i];
     return n ? (double)ok / (double)n : 0.0;
 }
 

@@ -11,7 +11,7 @@
 #include "gm_mfile.h"
 #include "gm_optim.h"
 
-static int argmax(const float *z, int classes)
+int gm_top1(const float *z, int classes)
 {
     int best = 0;
     for (int k = 1; k < classes; k++) best = z[k] > z[best] ? k : best;
@@ -52,7 +52,7 @@ gm_status gm_eval_tasks(gm_net *net, gm_dataset *ds, gm_split s, int n, const in
             int classes = info->tasks[tasks[t]].classes;
             const int32_t *y = gm_ds_labels(ds, s, tasks[t]);
             be->to_host(be, logits, gm_net_output(net, outputs[t]), sizeof(float) * (size_t)cnt * classes);
-            for (int i = 0; i < cnt; i++) correct[t] += argmax(logits + (size_t)i * classes, classes) == y[first + i];
+            for (int i = 0; i < cnt; i++) correct[t] += gm_top1(logits + (size_t)i * classes, classes) == y[first + i];
         }
     }
     for (int t = 0; st == GM_OK && t < n; t++) acc[t] = total ? (double)correct[t] / (double)total : 0.0;
@@ -463,7 +463,7 @@ static gm_status train_loop(trainer *t, gm_train_result *r, gm_error *err)
                 break;
             }
             be->to_host(be, logits, gm_net_output(t->net, 0), sizeof(float) * (size_t)B * classes);
-            for (int i = 0; i < B; i++) t->correct += argmax(logits + (size_t)i * classes, classes) == y[i];
+            for (int i = 0; i < B; i++) t->correct += gm_top1(logits + (size_t)i * classes, classes) == y[i];
             gm_net_zero_grad(t->net);
             st = gm_net_backward(t->net, err);
             if (st != GM_OK) break;

@@ -79,6 +79,9 @@ gm_status gm_train_task(gm_net *net, gm_dataset *ds, int task, const gm_train_op
 gm_status gm_eval_tasks(gm_net *net, gm_dataset *ds, gm_split s, int n, const int *outputs, const int *tasks,
                         int batch, long limit, double *acc, gm_error *err);
 
+/* Index of the largest of k logits (the first on ties): a prediction. */
+int gm_top1(const float *z, int k);
+
 /* Median wall time of runs batch-1 eval forwards after warmup ones, in ms. */
 gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_ms, gm_error *err);
 /*
