@@ -33,6 +33,8 @@ void gm_search_defaults(gm_search_config *c)
     c->check_every = 1;
     c->batch = 64;
     c->lr = 1e-3;
+    c->frozen_bn = 1;
+    c->cosine = 0;
     c->filter_dominance = 1;
     c->filter_curve = 1;
     c->threads = 1;
@@ -48,6 +50,22 @@ static gm_status get_long(const gm_json *o, const char *k, long long lo, long lo
     gm_status st = gm_json_get_int(o, k, 0, lo, hi, &x, err);
     *v = (long)x;
     return st;
+}
+
+/* A string key that must be one of names (NULL-terminated); *v = its index. */
+static gm_status get_choice(const gm_json *o, const char *k, const char *const *names, int *v, const char *path,
+                            gm_error *err)
+{
+    char s[32] = "";
+    gm_status st = gm_json_get_string(o, k, 0, s, sizeof s, err);
+    if (st != GM_OK || !s[0]) return st;
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(s, names[i])) {
+            *v = i;
+            return GM_OK;
+        }
+    return gm_error_set(err, GM_EINVAL, "%s: finetune.%s: expected \"%s\" or \"%s\", got \"%s\"", path, k, names[0],
+                        names[1], s);
 }
 
 static gm_status get_int(const gm_json *o, const char *k, long long lo, long long hi, int *v, gm_error *err)
@@ -79,7 +97,8 @@ gm_status gm_search_config_load(gm_search_config *c, const char *path, gm_error 
                                       "seed", "sa", "mutation", "finetune", "filter", "threads", "latency", NULL};
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
     static const char *const mut_keys[] = {"merges", "relaxed_below", NULL};
-    static const char *const ft_keys[] = {"samples", "val_samples", "epochs", "check_every", "batch", "lr", NULL};
+    static const char *const ft_keys[] = {"samples", "val_samples", "epochs", "check_every", "batch", "lr",
+                                                 "bn", "schedule", NULL};
     static const char *const flt_keys[] = {"dominance", "curve", NULL};
     static const char *const lat_keys[] = {"warmup", "runs", NULL};
     const gm_json *models = gm_json_get(root, "models"), *data = gm_json_get(root, "data"), *sec;
@@ -134,6 +153,9 @@ gm_status gm_search_config_load(gm_search_config *c, const char *path, gm_error 
     if (st == GM_OK) st = get_int(sec, "check_every", 1, 10000, &c->check_every, err);
     if (st == GM_OK) st = get_int(sec, "batch", 2, 65536, &c->batch, err);
     if (st == GM_OK) st = gm_json_get_double(sec, "lr", 0, 1e-12, 100.0, &c->lr, err);
+    static const char *const bn_names[] = {"batch", "frozen", NULL}, *const sched_names[] = {"constant", "cosine", NULL};
+    if (st == GM_OK) st = get_choice(sec, "bn", bn_names, &c->frozen_bn, path, err);
+    if (st == GM_OK) st = get_choice(sec, "schedule", sched_names, &c->cosine, path, err);
     if (st == GM_OK) st = section(root, "filter", flt_keys, &sec, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "dominance", 0, &c->filter_dominance, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "curve", 0, &c->filter_curve, err);
@@ -246,7 +268,7 @@ static gm_status evaluate(search *S, const gm_fgraph *g, int id, gm_mfile *w, gm
     int heads[GM_MF_MAX_TASKS];
     for (int t = 0; t < w->ntasks; t++) heads[t] = w->tasks[t].head;
     gm_ft_opts o = {.max_epochs = c->ft_epochs, .check_every = c->check_every, .batch = c->batch,
-                    .lr = (float)c->lr, .threshold = c->threshold, .seed = c->seed + (uint64_t)id,
+                    .lr = (float)c->lr, .frozen_bn = c->frozen_bn, .cosine = c->cosine, .threshold = c->threshold, .seed = c->seed + (uint64_t)id,
                     .abort_check = c->filter_curve ? curve_abort : NULL};
     if (st == GM_OK) st = gm_finetune(net, heads, &S->data, &o, r, err);
     if (st == GM_OK)

@@ -47,6 +47,7 @@ typedef struct {
     long ft_samples, val_samples;
     int ft_epochs, check_every, batch;
     double lr;
+    int frozen_bn, cosine; /* fine-tune: "bn": "frozen"|"batch", "schedule": "cosine"|"constant" */
     int filter_dominance, filter_curve;
     int threads;
     int lat_warmup, lat_runs;

@@ -308,13 +308,17 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
         gm_ds_epoch_order(d->nft, o->seed, e, order);
         for (long b = 0; st == GM_OK && b < per_epoch; b++) {
             const long *rows = order + b * B;
+            if (o->cosine) /* per step, reaching 0 at the end of the budget */
+                gm_optim_set_lr(opt, (float)(0.5 * o->lr *
+                                             (1.0 + cos(3.14159265358979 * (double)(e * per_epoch + b) /
+                                                        ((double)o->max_epochs * per_epoch)))));
             for (int i = 0; i < B; i++) memcpy(x + (size_t)i * d->numel, d->x_ft + (size_t)rows[i] * d->numel,
                                                sizeof(float) * d->numel);
             for (int t = 0; t < n; t++)
                 for (int i = 0; i < B; i++)
                     memcpy(target[t] + (size_t)i * d->classes[t], d->teacher[t] + (size_t)rows[i] * d->classes[t],
                            sizeof(float) * (size_t)d->classes[t]);
-            st = gm_net_forward(net, x, B, 1, err);
+            st = gm_net_forward(net, x, B, !o->frozen_bn, err);
             for (int t = 0; st == GM_OK && t < n; t++) {
                 float loss;
                 st = gm_net_loss(net, outs[t], GM_LOSS_L1, target[t], NULL, 1.0f, &loss, err);

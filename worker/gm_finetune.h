@@ -62,6 +62,15 @@ typedef struct {
     int check_every;     /* accuracy checked at epochs 0, k, 2k, ... and at the end */
     int batch;
     float lr;            /* Adam, fresh per candidate */
+    /*
+     * 1: BatchNorm normalises with its running statistics while fine-tuning, as it
+     * will at inference, and they stay as the originals left them. Distillation
+     * batches mix datasets, and batch statistics of that mixture both perturb the
+     * branches a merge did not touch and shift the statistics each task is later
+     * evaluated with. 0: batch statistics, updated running averages.
+     */
+    int frozen_bn;
+    int cosine;          /* 1: lr decays as a half cosine over max_epochs; 0: constant */
     double threshold;    /* allowed accuracy drop per task (0.01 = 1 point) */
     /*
      * Early abort (the predictive filter's learning-curve rule lives with the
