@@ -79,6 +79,71 @@ gm_status gm_h5_commit(hid_t file, const char *path, gm_error *err)
     return GM_OK;
 }
 
+/* Syncs the directory holding path, so renames in it are durable (best effort). */
+static void sync_dir_of(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) dir[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    sync_path(dir, 1, NULL);
+}
+
+gm_status gm_h5_create_ub(hid_t *file, const char *path, hsize_t ub, gm_error *err)
+{
+    quiet();
+    char tmp[4096];
+    tmp_name(tmp, sizeof tmp, path);
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE), fapl = H5Pcreate(H5P_FILE_ACCESS);
+    herr_t rc = H5Pset_userblock(fcpl, ub);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_LATEST); /* as gm_h5_create */
+    *file = rc >= 0 ? H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl) : H5I_INVALID_HID;
+    H5Pclose(fapl);
+    H5Pclose(fcpl);
+    if (rc < 0) return gm_error_set(err, GM_EINVAL, "%s: a user block of %llu bytes is not a power of two >= 512", tmp,
+                                    (unsigned long long)ub);
+    if (*file < 0) return gm_error_set(err, GM_EIO, "%s: cannot create (directory missing or not writable?)", tmp);
+    return GM_OK;
+}
+
+gm_status gm_h5_close_tmp(hid_t file, const char *path, gm_error *err)
+{
+    char tmp[4096];
+    tmp_name(tmp, sizeof tmp, path);
+    if (H5Fclose(file) < 0) {
+        unlink(tmp);
+        return gm_error_set(err, GM_EIO, "%s: closing failed (disk full?)", tmp);
+    }
+    return GM_OK;
+}
+
+gm_status gm_h5_install(const char *path, int keep_prev, gm_error *err)
+{
+    char tmp[4096], prev[4096];
+    tmp_name(tmp, sizeof tmp, path);
+    snprintf(prev, sizeof prev, "%s.prev", path);
+    gm_status st = sync_path(tmp, 0, err);
+    if (st != GM_OK) {
+        unlink(tmp);
+        return st;
+    }
+    /* Only now that the new file is whole on disk does the old one step aside. */
+    if (keep_prev && rename(path, prev) != 0 && errno != ENOENT) {
+        int e = errno;
+        unlink(tmp);
+        return gm_error_set(err, GM_EIO, "%s: cannot rename to %s: %s", path, prev, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        if (!keep_prev) unlink(tmp); /* else tmp stays: it and prev are both whole */
+        return gm_error_set(err, GM_EIO, "%s: cannot rename from %s: %s", path, tmp, strerror(e));
+    }
+    sync_dir_of(path);
+    return GM_OK;
+}
+
 void gm_h5_discard(hid_t file, const char *path)
 {
     char tmp[4096];
@@ -317,6 +382,57 @@ gm_status gm_h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t cap
     H5Sclose(space);
     H5Tclose(ft);
     H5Aclose(a);
+    return st;
+}
+
+/* A bound on a string attribute's size: a damaged type cannot ask for a huge allocation. */
+enum { MAX_STR_ATTR = 1 << 24 };
+
+gm_status gm_h5_attr_read_str_alloc(hid_t obj, const char *name, char **s, gm_error *err)
+{
+    quiet();
+    char f[1024];
+    *s = NULL;
+    if (H5Aexists(obj, name) <= 0) return missing(obj, "attribute", name, err);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    hid_t ft = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    hid_t space = a >= 0 ? H5Aget_space(a) : H5I_INVALID_HID;
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    gm_status st = GM_OK;
+    if (ft < 0 || space < 0 || H5Tget_class(ft) != H5T_STRING || H5Sget_simple_extent_npoints(space) != 1) {
+        st = gm_error_set(err, GM_EFORMAT, "%s: attribute \"%s\" is not a single string",
+                          gm_h5_filename(obj, f, sizeof f), name);
+    } else if (H5Tis_variable_str(ft) > 0) {
+        char *v = NULL;
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 will not convert ASCII <-> UTF-8 */
+        if (H5Aread(a, mt, &v) < 0 || !v)
+            st = gm_error_set(err, GM_EFORMAT, "%s: attribute \"%s\" cannot be read",
+                              gm_h5_filename(obj, f, sizeof f), name);
+        else if (!(*s = strdup(v)))
+            st = gm_error_set(err, GM_ENOMEM, "out of memory");
+        if (v) H5free_memory(v);
+    } else {
+        size_t size = H5Tget_size(ft);
+        H5Tset_size(mt, size + 1);
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        if (size == 0 || size > MAX_STR_ATTR)
+            st = gm_error_set(err, GM_EFORMAT, "%s: attribute \"%s\" claims a string of %zu bytes (damaged?)",
+                              gm_h5_filename(obj, f, sizeof f), name, size);
+        else if (!(*s = calloc(1, size + 1)))
+            st = gm_error_set(err, GM_ENOMEM, "out of memory");
+        else if (H5Aread(a, mt, *s) < 0)
+            st = gm_error_set(err, GM_EFORMAT, "%s: attribute \"%s\" cannot be read",
+                              gm_h5_filename(obj, f, sizeof f), name);
+    }
+    if (st != GM_OK) {
+        free(*s);
+        *s = NULL;
+    }
+    H5Tclose(mt);
+    if (space >= 0) H5Sclose(space);
+    if (ft >= 0) H5Tclose(ft);
+    if (a >= 0) H5Aclose(a);
     return st;
 }
 

@@ -29,6 +29,20 @@ enum { GM_H5_MAX_RANK = 8 };
 gm_status gm_h5_create(hid_t *file, const char *path, gm_error *err);
 /* Closes a file from gm_h5_create and atomically renames it to path. */
 gm_status gm_h5_commit(hid_t file, const char *path, gm_error *err);
+/*
+ * Commit in two steps, for a caller that finishes the closed file itself (fills
+ * a user block) and keeps the previous file:
+ * - gm_h5_create_ub: as gm_h5_create, with a user block of ub bytes (512, 1024,
+ *   ...) at the start of the file, which HDF5, h5py and h5dump skip;
+ * - gm_h5_close_tmp: closes the file, leaving "<path>.tmp" whole but not in place;
+ * - gm_h5_install: fsyncs "<path>.tmp", renames an existing path to
+ *   "<path>.prev" when keep_prev (replacing an older one), then renames the
+ *   temporary to path. A crash at any moment leaves path or "<path>.prev" whole.
+ * After an error in between, gm_h5_discard(-1, path) removes the temporary.
+ */
+gm_status gm_h5_create_ub(hid_t *file, const char *path, hsize_t ub, gm_error *err);
+gm_status gm_h5_close_tmp(hid_t file, const char *path, gm_error *err);
+gm_status gm_h5_install(const char *path, int keep_prev, gm_error *err);
 /* Closes a file from gm_h5_create and removes the temporary (after an error). */
 void gm_h5_discard(hid_t file, const char *path);
 
@@ -58,6 +72,8 @@ gm_status gm_h5_attr_read_ints(hid_t obj, const char *name, long long *v, int n,
 gm_status gm_h5_attr_read_floats(hid_t obj, const char *name, double *v, int n, gm_error *err);
 /* A string attribute (fixed or variable length) into buf; too long is an error. */
 gm_status gm_h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t cap, gm_error *err);
+/* A string attribute of any length into *s (malloc'd, the caller frees it; NULL after an error). */
+gm_status gm_h5_attr_read_str_alloc(hid_t obj, const char *name, char **s, gm_error *err);
 gm_status gm_h5_attr_read_int(hid_t obj, const char *name, long long *v, gm_error *err);
 gm_status gm_h5_attr_read_float(hid_t obj, const char *name, double *v, gm_error *err);
 /* Number of values an attribute holds, or -1 when it does not exist. */

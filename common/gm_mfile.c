@@ -888,6 +888,46 @@ gm_status gm_mfile_load(const char *path, gm_mfile *m, gm_error *err)
     return st;
 }
 
+gm_status gm_mfile_to_bytes(const gm_mfile *m, void **buf, size_t *len, gm_error *err)
+{
+    *buf = NULL;
+    *len = 0;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_core(fapl, 1 << 20, 0); /* memory only, never written to disk */
+    hid_t f = H5Fcreate("gmorph-model-image", H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (f < 0) return gm_error_set(err, GM_EIO, "model image: cannot create an in-memory HDF5 file");
+    gm_status st = gm_mfile_write(f, m, err);
+    ssize_t n = st == GM_OK && H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0 ? H5Fget_file_image(f, NULL, 0) : -1;
+    if (st == GM_OK && n <= 0) st = gm_error_set(err, GM_EIO, "model image: cannot take the file image");
+    if (st == GM_OK && !(*buf = malloc((size_t)n))) st = gm_error_set(err, GM_ENOMEM, "model image: out of memory");
+    if (st == GM_OK && H5Fget_file_image(f, *buf, (size_t)n) != n)
+        st = gm_error_set(err, GM_EIO, "model image: cannot copy the file image");
+    H5Fclose(f);
+    if (st == GM_OK) *len = (size_t)n;
+    else {
+        free(*buf);
+        *buf = NULL;
+    }
+    return st;
+}
+
+gm_status gm_mfile_from_bytes(gm_mfile *m, const void *buf, size_t len, gm_error *err)
+{
+    memset(m, 0, sizeof *m);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_core(fapl, 1 << 20, 0);
+    /* HDF5 copies the image (no flags), so buf stays the caller's. */
+    hid_t f = H5Pset_file_image(fapl, (void *)buf, len) >= 0
+                  ? H5Fopen("gmorph-model-image", H5F_ACC_RDONLY, fapl) : H5I_INVALID_HID;
+    H5Pclose(fapl);
+    if (f < 0) return gm_error_set(err, GM_EFORMAT, "model image of %zu bytes: not an HDF5 model file", len);
+    gm_status st = gm_mfile_read(f, m, err);
+    H5Fclose(f);
+    return st;
+}
+
 gm_status gm_mfile_copy(gm_mfile *dst, const gm_mfile *src, gm_error *err)
 {
     *dst = *src;

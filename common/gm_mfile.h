@@ -76,6 +76,14 @@ gm_status gm_mfile_read(hid_t loc, gm_mfile *m, gm_error *err);
 gm_status gm_mfile_save(const char *path, const gm_mfile *m, gm_error *err);
 gm_status gm_mfile_load(const char *path, gm_mfile *m, gm_error *err);
 
+/*
+ * A model as the bytes of its model file (an in-memory HDF5 image): how a model
+ * travels in MPI messages, with every check of gm_mfile_read on arrival.
+ * to_bytes: *buf is malloc'd, the caller frees it.
+ */
+gm_status gm_mfile_to_bytes(const gm_mfile *m, void **buf, size_t *len, gm_error *err);
+gm_status gm_mfile_from_bytes(gm_mfile *m, const void *buf, size_t len, gm_error *err);
+
 /* A deep copy of src into dst (dst is overwritten; free it first if it held anything). */
 gm_status gm_mfile_copy(gm_mfile *dst, const gm_mfile *src, gm_error *err);
 /* Index of a task by name, or -1. */

@@ -1,7 +1,8 @@
 /*
- * gm_search: the fusion search in one process (DESIGN.md section 5): the
- * coordinator proposes candidates (policy, mutations, hashes, the predictive
- * filter) and the worker side fine-tunes and times them, in turn.
+ * gm_search: the coordinator's search state (DESIGN.md section 5): it proposes
+ * candidates (policy, mutations, hashes, the predictive filter), records the
+ * results workers report, and saves and restores itself as a checkpoint
+ * (gm_ckpt). gm_sched decides when to propose and where jobs run.
  *
  * Policies:
  * - "sa" (GMorph, 5.1): a candidate is `merges` random merges applied to the
@@ -18,60 +19,36 @@
  * passed candidate with the highest speed-up, scored on the test split at the
  * end.
  *
+ * In deterministic mode (config run.deterministic) the best is the passed
+ * candidate with the fewest FLOPs instead: measured latency depends on timing.
+ *
  * Outputs in the run folder: candidates.csv and candidates.jsonl (one row per
- * candidate: status passed, failed, aborted, filtered or duplicate), best.h5
- * (a model file gmorph eval runs), summary.md, teacher.h5 (cached logits).
+ * finished candidate: status passed, failed, aborted, filtered or duplicate),
+ * best.h5 (a model file gmorph eval runs), summary.md, teacher.h5 (cached
+ * logits), search.h5 (the checkpoint, with search.h5.prev before it).
  */
 #ifndef GM_SEARCH_H
 #define GM_SEARCH_H
 
-#include <signal.h>
-
-#include "gm_finetune.h"
-
-typedef enum { GM_POLICY_SA, GM_POLICY_RANDOM } gm_policy;
-
-typedef struct {
-    int nmodels;
-    char models[GM_MF_MAX_TASKS][1024];  /* model files, one task each */
-    char data[GM_MF_MAX_TASKS][1024];    /* dataset per model; "" = the one it records */
-    char out[1024];                      /* run folder */
-    double threshold;                    /* allowed drop per task, e.g. 0.01 */
-    gm_policy policy;
-    int iterations;
-    double time_budget_s;                /* stop proposing after this long; 0: no limit */
-    uint64_t seed;
-    double t0, alpha;
-    int max_elites;
-    int merges, relaxed_below;
-    long ft_samples, val_samples;
-    int ft_epochs, check_every, batch;
-    double lr;
-    int frozen_bn, cosine; /* fine-tune: "bn": "frozen"|"batch", "schedule": "cosine"|"constant" */
-    int filter_dominance, filter_curve;
-    int threads;
-    int lat_warmup, lat_runs;
-} gm_search_config;
-
-/* GMorph's defaults (T0 100, alpha 0.99, 200 iterations, 2 merges, ...). */
-void gm_search_defaults(gm_search_config *c);
-/*
- * Reads a JSON config over the defaults (documented in coordinator/README.md);
- * every bad or unknown field is reported by its path and why.
- */
-gm_status gm_search_config_load(gm_search_config *c, const char *path, gm_error *err);
+#include "gm_ckpt.h"
+#include "gm_search_config.h"
+#include "gm_worker.h"
 
 typedef struct {
     int id, iteration;
     int source;              /* -1: the original graph; else the elite's candidate id */
     const char *status;      /* passed, failed, aborted, filtered, duplicate */
+    int worker;              /* worker group that ran it (-1: none) */
     int nodes, epochs;
     size_t params;
     double mflops, latency_ms, worst_drop, seconds;
     double base_latency_ms;  /* the originals one after the other, timed alternately with it */
     double speedup;          /* base_latency_ms / latency_ms */
     const double *val;       /* per task (NULL unless fine-tuned) */
-    double best_speedup;     /* so far */
+    const char *error;       /* a worker error that failed it, or NULL */
+    double best_speedup;     /* so far (NAN: none passed yet) */
+    int done, iterations;    /* finished candidates so far; the iteration budget */
+    double elapsed_s;        /* since the sweep began, across resumes */
 } gm_search_event;
 
 typedef struct {
@@ -87,12 +64,55 @@ typedef struct {
     int interrupted;
 } gm_search_summary;
 
+typedef struct gm_search gm_search;
+
+typedef struct {
+    const gm_search_config *config;      /* must outlive the search */
+    const gm_mfile *const *models;       /* the originals, config->nmodels (borrowed) */
+    const double *orig_val;              /* their validation accuracy per task */
+    double base_latency_ms;              /* the originals one after the other, for the summary */
+    const gm_ckpt *resume;               /* NULL: a fresh sweep; else continue this checkpoint */
+    void (*progress)(void *ctx, const gm_search_event *e); /* hears every finished candidate; may be NULL */
+    void *ctx;
+} gm_search_opts;
+
 /*
- * Runs the search; progress (may be NULL) hears every candidate. *stop (may be
- * NULL) ends it early, after the candidate in hand: what exists so far is
- * still written out.
+ * A fresh search, or one restored from a checkpoint: its candidates, elites,
+ * best, RNG and temperature; candidates that were in flight go back to the
+ * queue, and the results files are rewritten from the finished ones.
  */
-gm_status gm_search_run(const gm_search_config *c, void (*progress)(void *ctx, const gm_search_event *e),
-                        void *ctx, const volatile sig_atomic_t *stop, gm_search_summary *s, gm_error *err);
+gm_status gm_search_open(gm_search **S, const gm_search_opts *o, gm_error *err);
+/*
+ * The next job to fine-tune: a candidate put back in the queue first, else a
+ * new proposal; duplicates and filtered candidates are recorded on the way.
+ * *got = 0 when the iteration budget is spent and the queue is empty.
+ */
+gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err);
+/* Proposals left in the iteration budget plus queued candidates: 0 when done. */
+int gm_search_remaining(const gm_search *S);
+/*
+ * Records what a worker group reported for job (error: the worker's error
+ * message, which fails the candidate, or NULL). Takes r->tuned. A result for
+ * a candidate that is no longer pending (reported twice after a re-dispatch)
+ * is ignored.
+ */
+gm_status gm_search_record(gm_search *S, gm_result *r, int worker, const char *error, gm_error *err);
+/* Puts a pending candidate back in the queue (its group is lost or timed out). */
+void gm_search_requeue(gm_search *S, int id);
+/* Marks a pending candidate failed (it timed out twice). */
+gm_status gm_search_fail(gm_search *S, int id, const char *why, gm_error *err);
+/* Saves the state (pending candidates stay pending) to the run folder's search.h5. */
+gm_status gm_search_checkpoint(gm_search *S, gm_error *err);
+/* Seconds since the sweep began, across resumes. */
+double gm_search_elapsed(const gm_search *S);
+/*
+ * Scores the originals and the best on the test split, writes best.h5 and
+ * summary.md, fills s.
+ */
+gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, gm_error *err);
+void gm_search_free(gm_search *S);
+
+/* The predictive filter's learning-curve rule in the form gm_worker_opts.abort_check takes. */
+int gm_search_curve_abort(void *ctx, const double *epoch, const double *acc, int n, int max_epoch, double target);
 
 #endif

@@ -1,140 +1,348 @@
 /*
- * gmorph-search: the fusion search (single process; the MPI distribution comes
- * next). Reads a search config, runs the policy, writes the run folder.
+ * gmorph-search: the fusion search. Alone it runs coordinator and worker in one
+ * process; under mpirun or srun, rank 0 coordinates and ranks 1..N-1 form
+ * worker groups of --group-size ranks that fine-tune candidates data-parallel.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <getopt.h>
 #include <math.h>
+#include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gm_cli.h"
-#include "gm_search.h"
+#include "gm_group_mpi.h"
+#include "gm_sched.h"
+#include "gm_wire.h"
 
 #define CMD "search"
 
-static volatile sig_atomic_t stop_requested; /* set by SIGINT/SIGTERM: only a global reaches a handler */
+/* Set by signal handlers: only a global reaches a handler. */
+static volatile sig_atomic_t stop_requested, saves_requested;
 
-static void on_signal(int sig)
+static void on_stop(int sig)
 {
     (void)sig;
     stop_requested = 1;
+}
+
+static void on_save(int sig)
+{
+    (void)sig;
+    saves_requested++;
 }
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: gmorph-search --config SEARCH.json [options]\n"
+            "       gmorph-search --resume RUN/search.h5 [--time-budget S] [--quiet]\n"
+            "       mpirun -np N gmorph-search --config SEARCH.json [--group-size G] [options]\n"
             "Fuses single-task models into one multi-task model: the fastest fused graph whose every\n"
             "task stays within the accuracy-drop threshold (GMorph's search; coordinator/README.md\n"
-            "documents the config). Writes candidates.csv, candidates.jsonl, best.h5 and summary.md.\n\n"
-            "  --config FILE     search config (JSON)\n"
-            "  --out DIR         run folder (overrides the config's \"out\")\n"
-            "  --threshold X     allowed accuracy drop per task, e.g. 0.01 (overrides)\n"
-            "  --iterations N    candidates to propose (overrides)\n"
-            "  --policy NAME     sa or random (overrides)\n"
-            "  --time-budget S   stop proposing after S seconds (overrides)\n"
-            "  --seed N          (overrides)\n"
-            "  --threads N       CPU threads (overrides)\n"
-            "  --quiet           no line per candidate\n"
-            "  -h, --help        this text\n\n"
-            "Ctrl-C or SIGTERM stops after the candidate in hand and still writes the results so far.\n");
+            "documents the config). Writes candidates.csv, candidates.jsonl, best.h5, summary.md and\n"
+            "the checkpoint search.h5 into the run folder.\n\n"
+            "  --config FILE         search config (JSON)\n"
+            "  --resume FILE         continue the sweep saved in this checkpoint, with its config, in its folder\n"
+            "  --out DIR             run folder (overrides the config's \"out\")\n"
+            "  --threshold X         allowed accuracy drop per task, e.g. 0.01 (overrides)\n"
+            "  --iterations N        candidates to propose (overrides; with --resume: a new total)\n"
+            "  --policy NAME         sa or random (overrides)\n"
+            "  --time-budget S       stop proposing after S seconds in all (overrides)\n"
+            "  --seed N              (overrides)\n"
+            "  --threads N           CPU threads per rank (overrides)\n"
+            "  --group-size G        ranks per worker group, fine-tuning data-parallel (default 1)\n"
+            "  --deterministic       rounds of run.round candidates: the result does not depend on timing\n"
+            "                        or on the number of ranks (best = fewest FLOPs)\n"
+            "  --checkpoint-every N  results between checkpoints (overrides; 0: end and signals only)\n"
+            "  --timeout S           a candidate running longer is dispatched again once, then failed\n"
+            "  --quiet               no line per candidate\n"
+            "  -h, --help            this text\n\n"
+            "SIGUSR1 writes a checkpoint and goes on. SIGINT or SIGTERM writes a checkpoint and the results so\n"
+            "far, and stops; candidates in flight go back to the queue when the sweep is resumed.\n");
 }
 
 static void show(void *ctx, const gm_search_event *e)
 {
     (void)ctx;
-    char src[32];
+    char src[32], eta[48] = "";
     if (e->source < 0) snprintf(src, sizeof src, "original");
     else snprintf(src, sizeof src, "elite %d", e->source);
-    if (!isnan(e->latency_ms))
+    const double rate = e->elapsed_s > 0 ? 3600.0 * e->done / e->elapsed_s : 0.0;
+    if (rate > 0 && e->iterations > e->iteration)
+        snprintf(eta, sizeof eta, ", %.0f/h, ETA %.0f min", rate,
+                 (e->iterations - e->iteration - 1) / rate * 60.0);
+    if (e->error)
+        fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes  failed: %s\n", e->id, e->iteration, src, e->nodes, e->error);
+    else if (e->val)
         fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes %8.3f ms %5.2fx  %-8s after %2d epochs, worst drop %+6.2f  "
-                        "(best %.2fx)\n", e->id, e->iteration, src, e->nodes, e->latency_ms, e->speedup, e->status,
-                e->epochs, 100.0 * e->worst_drop, e->best_speedup);
+                        "(best %.2fx%s)\n", e->id, e->iteration, src, e->nodes, e->latency_ms, e->speedup, e->status,
+                e->epochs, 100.0 * e->worst_drop, e->best_speedup, eta);
     else
         fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes  %s\n", e->id, e->iteration, src, e->nodes, e->status);
 }
 
-int main(int argc, char **argv)
+typedef struct {
+    const char *config, *resume, *out, *policy;
+    double threshold, budget, timeout;
+    long iterations, seed, threads, group_size, ckpt_every;
+    int quiet, deterministic;
+} args;
+
+/* 0: go on; otherwise the exit code (help printed: GM_EXIT_OK + 100). */
+static int parse_args(int argc, char **argv, args *a, int talk)
 {
     static const struct option opts[] = {
-        {"config", required_argument, 0, 'c'},    {"out", required_argument, 0, 'o'},
-        {"threshold", required_argument, 0, 'T'}, {"iterations", required_argument, 0, 'i'},
-        {"policy", required_argument, 0, 'p'},    {"time-budget", required_argument, 0, 'b'},
-        {"seed", required_argument, 0, 's'},      {"threads", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    const char *config = NULL, *out = NULL, *policy = NULL;
-    double threshold = -1, budget = -1;
-    long iterations = 0, seed = -1, threads = 0;
-    int quiet = 0, c, bad = 0;
+        {"config", required_argument, 0, 'c'},      {"resume", required_argument, 0, 'R'},
+        {"out", required_argument, 0, 'o'},         {"threshold", required_argument, 0, 'T'},
+        {"iterations", required_argument, 0, 'i'},  {"policy", required_argument, 0, 'p'},
+        {"time-budget", required_argument, 0, 'b'}, {"seed", required_argument, 0, 's'},
+        {"threads", required_argument, 0, 't'},     {"group-size", required_argument, 0, 'g'},
+        {"deterministic", no_argument, 0, 'd'},     {"checkpoint-every", required_argument, 0, 'k'},
+        {"timeout", required_argument, 0, 'O'},     {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+    *a = (args){.threshold = -1, .budget = -1, .timeout = -1, .seed = -1, .group_size = 1, .ckpt_every = -1};
+    int c, bad = 0;
+    if (!talk) opterr = 0;
     while (!bad && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 'o': out = optarg; break;
-        case 'T': bad = gm_cli_float(CMD, "--threshold", optarg, 0.0, 1.0, &threshold); break;
-        case 'i': bad = gm_cli_int(CMD, "--iterations", optarg, 1, 1000000, &iterations); break;
-        case 'p': policy = optarg; break;
-        case 'b': bad = gm_cli_float(CMD, "--time-budget", optarg, 0.0, 1e9, &budget); break;
-        case 's': bad = gm_cli_int(CMD, "--seed", optarg, 0, 2147483647, &seed); break;
-        case 't': bad = gm_cli_int(CMD, "--threads", optarg, 1, 1024, &threads); break;
-        case 'q': quiet = 1; break;
-        case 'h': usage(stdout); return GM_EXIT_OK;
+        case 'c': a->config = optarg; break;
+        case 'R': a->resume = optarg; break;
+        case 'o': a->out = optarg; break;
+        case 'T': bad = gm_cli_float(CMD, "--threshold", optarg, 0.0, 1.0, &a->threshold); break;
+        case 'i': bad = gm_cli_int(CMD, "--iterations", optarg, 1, 1000000, &a->iterations); break;
+        case 'p': a->policy = optarg; break;
+        case 'b': bad = gm_cli_float(CMD, "--time-budget", optarg, 0.0, 1e9, &a->budget); break;
+        case 's': bad = gm_cli_int(CMD, "--seed", optarg, 0, 2147483647, &a->seed); break;
+        case 't': bad = gm_cli_int(CMD, "--threads", optarg, 1, 1024, &a->threads); break;
+        case 'g': bad = gm_cli_int(CMD, "--group-size", optarg, 1, 1 << 20, &a->group_size); break;
+        case 'd': a->deterministic = 1; break;
+        case 'k': bad = gm_cli_int(CMD, "--checkpoint-every", optarg, 0, 100000000, &a->ckpt_every); break;
+        case 'O': bad = gm_cli_float(CMD, "--timeout", optarg, 0.0, 1e9, &a->timeout); break;
+        case 'q': a->quiet = 1; break;
+        case 'h':
+            if (talk) usage(stdout);
+            return GM_EXIT_OK + 100;
         default: bad = 1;
         }
     }
-    if (!bad && (optind < argc || !config)) {
-        fprintf(stderr, "gmorph-search: %s\n", config ? "unexpected argument" : "--config is required");
+    if (!bad && optind < argc) {
+        if (talk) fprintf(stderr, "gmorph-search: unexpected argument \"%s\"\n", argv[optind]);
+        bad = 1;
+    } else if (!bad && !a->config == !a->resume) {
+        if (talk) fprintf(stderr, "gmorph-search: give --config or --resume (one of them)\n");
+        bad = 1;
+    } else if (!bad && a->resume && (a->config || a->out || a->threshold >= 0 || a->policy || a->seed >= 0 ||
+                                     a->deterministic)) {
+        if (talk)
+            fprintf(stderr, "gmorph-search: --resume continues with the checkpoint's config: only --iterations, "
+                            "--time-budget, --threads, --checkpoint-every, --timeout, --group-size and --quiet "
+                            "may change\n");
+        bad = 1;
+    } else if (!bad && a->policy && strcmp(a->policy, "sa") && strcmp(a->policy, "random")) {
+        if (talk) fprintf(stderr, "gmorph-search: --policy must be sa or random, got \"%s\"\n", a->policy);
         bad = 1;
     }
     if (bad) {
-        fprintf(stderr, "Try 'gmorph-search --help'.\n");
+        if (talk) fprintf(stderr, "Try 'gmorph-search --help'.\n");
         return GM_EXIT_USAGE;
     }
-    gm_search_config cfg;
-    gm_error err;
-    gm_search_defaults(&cfg);
-    if (gm_search_config_load(&cfg, config, &err) != GM_OK) return gm_cli_fail(CMD, NULL, &err);
-    if (out) snprintf(cfg.out, sizeof cfg.out, "%s", out);
-    if (threshold >= 0) cfg.threshold = threshold;
-    if (iterations) cfg.iterations = (int)iterations;
-    if (budget >= 0) cfg.time_budget_s = budget;
-    if (seed >= 0) cfg.seed = (uint64_t)seed;
-    if (threads) cfg.threads = (int)threads;
-    if (policy && !strcmp(policy, "sa")) cfg.policy = GM_POLICY_SA;
-    else if (policy && !strcmp(policy, "random")) cfg.policy = GM_POLICY_RANDOM;
-    else if (policy) {
-        fprintf(stderr, "gmorph-search: --policy must be sa or random, got \"%s\"\n", policy);
-        return GM_EXIT_USAGE;
+    return 0;
+}
+
+/* Rank 0: the config (file and overrides, or the checkpoint's) and, on resume, the checkpoint. */
+static gm_status resolve_config(const args *a, gm_search_config *cfg, gm_ckpt *ck, gm_error *err)
+{
+    gm_search_defaults(cfg);
+    gm_status st;
+    if (a->resume) {
+        st = gm_ckpt_load(a->resume, ck, err);
+        if (st == GM_OK) st = gm_search_config_parse(cfg, ck->config, a->resume, err);
+        /* The run folder is where the checkpoint is: a moved or copied folder resumes in place. */
+        const char *slash = strrchr(a->resume, '/');
+        if (!slash) snprintf(cfg->out, sizeof cfg->out, ".");
+        else snprintf(cfg->out, sizeof cfg->out, "%.*s", (int)(slash - a->resume), a->resume);
+    } else {
+        st = gm_search_config_load(cfg, a->config, err);
+        if (a->out) snprintf(cfg->out, sizeof cfg->out, "%s", a->out);
+        if (a->threshold >= 0) cfg->threshold = a->threshold;
+        if (a->seed >= 0) cfg->seed = (uint64_t)a->seed;
+        if (a->policy) cfg->policy = strcmp(a->policy, "sa") ? GM_POLICY_RANDOM : GM_POLICY_SA;
+        if (a->deterministic) cfg->deterministic = 1;
     }
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    fprintf(stderr, "gmorph-search: %d models, threshold %.3f, policy %s, %d iterations, %d threads -> %s/\n",
-            cfg.nmodels, cfg.threshold, cfg.policy == GM_POLICY_SA ? "sa" : "random", cfg.iterations, cfg.threads,
-            cfg.out);
-    gm_search_summary s;
-    if (gm_search_run(&cfg, quiet ? NULL : show, NULL, &stop_requested, &s, &err) != GM_OK)
-        return gm_cli_fail(CMD, NULL, &err);
-    printf("originals one after the other %.3f ms; ", s.base_latency_ms);
-    if (s.best_id >= 0)
+    if (a->iterations) cfg->iterations = (int)a->iterations;
+    if (a->budget >= 0) cfg->time_budget_s = a->budget;
+    if (a->threads) cfg->threads = (int)a->threads;
+    if (a->ckpt_every >= 0) cfg->checkpoint_every = (int)a->ckpt_every;
+    if (a->timeout >= 0) cfg->timeout_s = a->timeout;
+    return st;
+}
+
+/* Rank 0 sends every rank the resolved config as JSON text (length -1: rank 0 failed, everyone exits). */
+static int share_config(gm_search_config *cfg, int ok, int rank, gm_error *err)
+{
+    char *text = rank == 0 && ok ? gm_search_config_to_json(cfg) : NULL;
+    int len = text ? (int)strlen(text) + 1 : -1;
+    MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (len < 0) return 0;
+    if (rank != 0 && !(text = malloc((size_t)len))) return 0;
+    MPI_Bcast(text, len, MPI_CHAR, 0, MPI_COMM_WORLD);
+    int good = 1;
+    if (rank != 0) {
+        gm_search_defaults(cfg);
+        good = gm_search_config_parse(cfg, text, "config from rank 0", err) == GM_OK;
+    }
+    free(text);
+    return good;
+}
+
+static void print_summary(const gm_search_summary *s, const gm_search_config *cfg)
+{
+    printf("originals one after the other %.3f ms; ", s->base_latency_ms);
+    if (s->best_id >= 0)
         printf("best fused %.3f ms against %.3f ms for the originals timed with it: %.2fx faster (candidate %d)\n",
-               s.best_latency_ms, s.best_base_ms, s.speedup, s.best_id);
+               s->best_latency_ms, s->best_base_ms, s->speedup, s->best_id);
     else printf("no candidate passed\n");
-    for (int t = 0; t < s.ntasks; t++) {
-        if (s.best_id >= 0)
-            printf("  %-12s val %6.2f%% -> %6.2f%%   test %6.2f%% -> %6.2f%%\n", s.task[t], 100 * s.orig_val[t],
-                   100 * s.best_val[t], 100 * s.orig_test[t], 100 * s.best_test[t]);
+    for (int t = 0; t < s->ntasks; t++) {
+        if (s->best_id >= 0)
+            printf("  %-12s val %6.2f%% -> %6.2f%%   test %6.2f%% -> %6.2f%%\n", s->task[t], 100 * s->orig_val[t],
+                   100 * s->best_val[t], 100 * s->orig_test[t], 100 * s->best_test[t]);
         else
-            printf("  %-12s val %6.2f%%   test %6.2f%% (originals)\n", s.task[t], 100 * s.orig_val[t],
-                   100 * s.orig_test[t]);
+            printf("  %-12s val %6.2f%%   test %6.2f%% (originals)\n", s->task[t], 100 * s->orig_val[t],
+                   100 * s->orig_test[t]);
     }
     printf("%d candidates: %d passed, %d failed, %d aborted, %d filtered, %d duplicates; %ld fine-tune epochs; "
-           "%.0f s%s; results in %s/\n", s.candidates, s.passed, s.failed, s.aborted, s.filtered, s.duplicates,
-           s.ft_epochs, s.wall_s, s.interrupted ? " (stopped early)" : "", cfg.out);
-    return GM_EXIT_OK;
+           "%.0f s%s; results in %s/\n", s->candidates, s->passed, s->failed, s->aborted, s->filtered,
+           s->duplicates, s->ft_epochs, s->wall_s,
+           s->interrupted ? " (stopped early: resume with --resume <out>/search.h5)" : "", cfg->out);
+}
+
+/* Ranks 1..N-1: open a worker for the group and serve until told to stop. */
+static int worker_main(const gm_search_config *cfg, int rank, int group_size)
+{
+    MPI_Comm group;
+    MPI_Comm_split(MPI_COMM_WORLD, (rank - 1) / group_size, rank, &group);
+    gm_group_mpi gm;
+    gm_ft_group fg = gm_group_mpi_make(&gm, group);
+    gm_worker_opts wo = {.config = cfg, .abort_check = gm_search_curve_abort, .group = group_size > 1 ? &fg : NULL,
+                         .time_latency = (rank - 1) % group_size == 0};
+    gm_worker *w = NULL;
+    gm_error err;
+    MPI_Barrier(MPI_COMM_WORLD); /* rank 0 has written the teachers' logits: read them, do not recompute */
+    gm_status st = gm_worker_open(&w, &wo, &err);
+    int ok = st == GM_OK, all;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!ok) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
+    if (all) st = gm_wire_serve(w, MPI_COMM_WORLD, 0, group, &err);
+    if (all && st != GM_OK) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
+    gm_worker_free(w);
+    MPI_Comm_free(&group);
+    return st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st);
+}
+
+static int coordinator_main(const gm_search_config *cfg, const args *a, const gm_ckpt *ck, int size)
+{
+    MPI_Comm none;
+    MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none);
+    const int ngroups = (size - 1) / (int)a->group_size;
+    gm_error err;
+    gm_worker *w = NULL;
+    gm_search *S = NULL;
+    /* The local worker computes the teachers' logits once for everyone, and is the worker when alone. */
+    gm_worker_opts wo = {.config = cfg, .abort_check = gm_search_curve_abort, .time_latency = 1,
+                         .stop = size > 1 ? NULL : &stop_requested};
+    gm_status st = gm_worker_open(&w, &wo, &err);
+    double base = NAN;
+    if (st == GM_OK) st = gm_worker_baseline(w, &base, &err);
+    if (size > 1) MPI_Barrier(MPI_COMM_WORLD);
+    int ok = st == GM_OK, all = ok;
+    if (size > 1) MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!ok) return gm_cli_fail(CMD, NULL, &err);
+    if (!all) {
+        fprintf(stderr, "gmorph-search: a worker rank could not start (see its message)\n");
+        gm_worker_free(w);
+        return GM_EXIT_FAIL;
+    }
+    fprintf(stderr, "gmorph-search: %d models, threshold %.3f, policy %s%s, %d iterations, %d worker group%s of %ld "
+                    "rank%s, %d threads each -> %s/%s\n",
+            cfg->nmodels, cfg->threshold, cfg->policy == GM_POLICY_SA ? "sa" : "random",
+            cfg->deterministic ? " (deterministic)" : "", cfg->iterations, ngroups ? ngroups : 1,
+            ngroups == 1 || !ngroups ? "" : "s", ngroups ? a->group_size : 1L, a->group_size > 1 ? "s" : "",
+            cfg->threads, cfg->out, ck ? " (resumed)" : "");
+    gm_search_opts so = {.config = cfg, .models = gm_worker_models(w), .orig_val = gm_worker_data(w)->orig_val,
+                         .base_latency_ms = base, .resume = ck, .progress = a->quiet ? NULL : show};
+    st = gm_search_open(&S, &so, &err);
+    int leaders[4096], interrupted = 0, busy = 0;
+    for (int g = 0; g < ngroups && g < 4096; g++) leaders[g] = 1 + g * (int)a->group_size;
+    gm_sched_opts o = {.local = ngroups ? NULL : w, .comm = MPI_COMM_WORLD, .ngroups = ngroups < 4096 ? ngroups : 4096,
+                       .leaders = leaders, .stop = &stop_requested, .saves = &saves_requested};
+    if (st == GM_OK) st = gm_sched_run(S, cfg, &o, &interrupted, &busy, &err);
+    gm_search_summary s;
+    if (st == GM_OK) st = gm_search_finish(S, interrupted, &s, &err);
+    gm_search_free(S);
+    gm_worker_free(w);
+    if (st == GM_OK) print_summary(&s, cfg);
+    fflush(stdout);
+    if (st != GM_OK) fprintf(stderr, "gmorph-search: %s\n", err.msg);
+    const int code = st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st);
+    if (busy || st != GM_OK) {
+        /* Groups still in a fine-tune cannot hear a stop: everything is written, end the job. */
+        if (size > 1) MPI_Abort(MPI_COMM_WORLD, code ? code : (interrupted ? 1 : 0));
+        return code;
+    }
+    for (int g = 0; g < ngroups; g++) gm_wire_send_stop(leaders[g], MPI_COMM_WORLD, &err);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    args a;
+    int code = parse_args(argc, argv, &a, rank == 0);
+    if (!code && (size - 1) % a.group_size != 0) {
+        if (rank == 0)
+            fprintf(stderr, "gmorph-search: %d worker ranks do not split into groups of %ld: run 1 + k * %ld ranks\n",
+                    size - 1, a.group_size, a.group_size);
+        code = GM_EXIT_USAGE;
+    }
+    if (code) {
+        MPI_Finalize();
+        return code == GM_EXIT_OK + 100 ? GM_EXIT_OK : code;
+    }
+    gm_search_config cfg;
+    gm_ckpt ck = {0};
+    gm_error err = {0};
+    gm_status st = GM_OK;
+    if (rank == 0) st = resolve_config(&a, &cfg, &ck, &err);
+    if (rank == 0 && st != GM_OK) gm_cli_fail(CMD, NULL, &err);
+    if (!share_config(&cfg, st == GM_OK, rank, &err)) {
+        if (rank != 0 && err.msg[0]) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
+        gm_ckpt_free(&ck);
+        MPI_Finalize();
+        return st != GM_OK ? gm_cli_exit_code(st) : GM_EXIT_FAIL;
+    }
+    struct sigaction sa = {0};
+    sigemptyset(&sa.sa_mask);
+    if (rank == 0) {
+        sa.sa_handler = on_stop;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sa.sa_handler = on_save;
+        sigaction(SIGUSR1, &sa, NULL);
+    } else {
+        /* Workers leave shutdown to the coordinator, which checkpoints first. */
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGUSR1, &sa, NULL);
+    }
+    code = rank == 0 ? coordinator_main(&cfg, &a, a.resume ? &ck : NULL, size) : worker_main(&cfg, rank, (int)a.group_size);
+    gm_ckpt_free(&ck);
+    MPI_Finalize();
+    return code;
 }

@@ -15,7 +15,7 @@
 #include "gm_mfile.h"
 #include "gm_models.h"
 #include "gm_optim.h"
-#include "gm_search.h"
+#include "gm_sched.h"
 #include "gm_train.h"
 #include "test_util.h"
 

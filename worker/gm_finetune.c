@@ -55,11 +55,58 @@ static gm_status forward_all(gm_net *net, const float *x, long n, size_t numel, 
     return GM_OK;
 }
 
-static double accuracy(const float *logits, const int32_t *y, long n, int classes)
+static long correct(const float *logits, const int32_t *y, long n, int classes)
 {
     long ok = 0;
     for (long i = 0; i < n; i++) ok += gm_top1(logits + (size_t)i * classes, classes) == y[i];
-    return n ? (double)ok / (double)n : 0.0;
+    return ok;
+}
+
+static double accuracy(const float *logits, const int32_t *y, long n, int classes)
+{
+    return n ? (double)correct(logits, y, n, classes) / (double)n : 0.0;
+}
+
+/* ---- the data-parallel group -------------------------------------------- */
+
+static int grouped(const gm_ft_group *g) { return g && g->size > 1; }
+
+/* Rows [lo, hi) of n that this rank takes: an even split, the first n % size ranks one more. */
+static void shard(long n, const gm_ft_group *g, long *lo, long *hi)
+{
+    if (!grouped(g)) {
+        *lo = 0;
+        *hi = n;
+        return;
+    }
+    const long q = n / g->size, rem = n % g->size, r = g->rank;
+    *lo = r * q + (r < rem ? r : rem);
+    *hi = *lo + q + (r < rem);
+}
+
+/*
+ * g->sum over n floats of buf, in the backend's memory (the CPU backend's is the
+ * host; a device backend's group sums device pointers). A rank whose own work
+ * failed (st != GM_OK) still joins, with a NaN in buf[0], so the others learn
+ * of it from the sum instead of waiting forever at the next collective; it
+ * keeps its own error, they get one naming the step.
+ */
+static gm_status group_sum(const gm_ft_group *g, gm_backend *be, float *buf, size_t n, gm_status st,
+                           const char *what, gm_error *err)
+{
+    if (st != GM_OK) {
+        const float nan = NAN;
+        be->to_device(be, buf, &nan, sizeof nan);
+    }
+    gm_error ignored;
+    gm_status s = g->sum(g->ctx, buf, n, st == GM_OK ? err : &ignored);
+    if (st != GM_OK || s != GM_OK) return st != GM_OK ? st : s;
+    float first;
+    be->to_host(be, &first, buf, sizeof first);
+    if (!isfinite(first))
+        return gm_error_set(err, GM_ENUMERIC, "fine-tune: %s: rank %d of %d got a non-finite sum (another rank failed, "
+                            "or the values diverged)", what, g->rank, g->size);
+    return GM_OK;
 }
 
 /* The fingerprint a teacher cache must match: models, datasets, sizes, seed. */
@@ -224,15 +271,28 @@ gm_status gm_ft_data_load(gm_ft_data *d, const gm_mfile *const *models, int n, c
     return st;
 }
 
-gm_status gm_ft_eval(gm_net *net, const int *heads, const gm_ft_data *d, double *acc, gm_error *err)
+/*
+ * Validation accuracy, each task's validation set split across the group's
+ * ranks: the correct counts are summed (floats hold counts below 2^24
+ * exactly), so every rank gets the same accuracies. The gradient array carries
+ * the counts: it is free between steps (each step zeroes it before backward),
+ * already in the memory the group sums, and needs no allocation that could fail
+ * on one rank only.
+ */
+static gm_status eval_group(gm_net *net, const int *heads, const gm_ft_data *d, const gm_ft_group *g, double *acc,
+                            gm_error *err)
 {
     gm_status st = GM_OK;
+    long lo[GM_MF_MAX_TASKS], hi[GM_MF_MAX_TASKS], maxn = 1;
     int maxc = 0;
-    for (int t = 0; t < d->n; t++) maxc = d->classes[t] > maxc ? d->classes[t] : maxc;
-    long maxn = 0;
-    for (int t = 0; t < d->n; t++) maxn = d->nval[t] > maxn ? d->nval[t] : maxn;
+    for (int t = 0; t < d->n; t++) {
+        maxc = d->classes[t] > maxc ? d->classes[t] : maxc;
+        shard(d->nval[t], g, &lo[t], &hi[t]);
+        maxn = hi[t] - lo[t] > maxn ? hi[t] - lo[t] : maxn;
+    }
+    float count[GM_MF_MAX_TASKS] = {0};
     float *logits = malloc(sizeof(float) * (size_t)maxn * maxc);
-    if (!logits) return gm_error_set(err, GM_ENOMEM, "out of memory");
+    if (!logits) st = gm_error_set(err, GM_ENOMEM, "out of memory");
     /* Tasks sharing a validation set could share forwards; the sets are small, keep it simple. */
     for (int t = 0; st == GM_OK && t < d->n; t++) {
         int out = output_of(net, heads[t]);
@@ -240,11 +300,41 @@ gm_status gm_ft_eval(gm_net *net, const int *heads, const gm_ft_data *d, double 
             st = gm_error_set(err, GM_EINVAL, "fine-tune: task %d's head (block %d) is not an output", t, heads[t]);
             break;
         }
-        st = forward_all(net, d->x_val[t], d->nval[t], d->numel, 1, &out, &d->classes[t], &logits, err);
-        if (st == GM_OK) acc[t] = accuracy(logits, d->y_val[t], d->nval[t], d->classes[t]);
+        st = forward_all(net, d->x_val[t] + (size_t)lo[t] * d->numel, hi[t] - lo[t], d->numel, 1, &out,
+                         &d->classes[t], &logits, err);
+        if (st == GM_OK) count[t] = (float)correct(logits, d->y_val[t] + lo[t], hi[t] - lo[t], d->classes[t]);
     }
     free(logits);
+    if (grouped(g)) {
+        gm_backend *be = gm_net_backend(net);
+        float *buf = gm_net_grads(net);
+        if (st == GM_OK) be->to_device(be, buf, count, sizeof(float) * (size_t)d->n);
+        st = group_sum(g, be, buf, (size_t)d->n, st, "validation counts", err);
+        if (st == GM_OK) be->to_host(be, count, buf, sizeof(float) * (size_t)d->n);
+    }
+    for (int t = 0; st == GM_OK && t < d->n; t++) acc[t] = d->nval[t] ? (double)count[t] / (double)d->nval[t] : 0.0;
     return st;
+}
+
+gm_status gm_ft_eval(gm_net *net, const int *heads, const gm_ft_data *d, double *acc, gm_error *err)
+{
+    return eval_group(net, heads, d, NULL, acc, err);
+}
+
+/*
+ * Batch-statistics BatchNorm updates each rank's running statistics from its
+ * own shard; averaging them, weighted by rows, keeps the ranks identical (the
+ * running means then equal one update by the global batch mean).
+ */
+static gm_status sync_stats(gm_net *net, const gm_ft_group *g, float *host, double weight, gm_error *err)
+{
+    gm_backend *be = gm_net_backend(net);
+    const size_t n = gm_net_nbuffers(net);
+    float *buf = gm_net_buffers(net);
+    be->to_host(be, host, buf, sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) host[i] = (float)(host[i] * weight);
+    be->to_device(be, buf, host, sizeof(float) * n);
+    return group_sum(g, be, buf, n, GM_OK, "BatchNorm statistics", err);
 }
 
 static double worst_drop(const gm_ft_data *d, const double *acc)
@@ -260,21 +350,38 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
     memset(r, 0, sizeof *r);
     const double t0 = gm_now_s();
     gm_backend *be = gm_net_backend(net);
+    const gm_ft_group *g = grouped(o->group) ? o->group : NULL;
     const int B = o->batch, n = d->n;
+    /* This rank's rows of every batch; the loss scale makes the group's summed gradient the full batch's mean. */
+    long lo, hi;
+    shard(B, g, &lo, &hi);
+    const int m = (int)(hi - lo);
+    const float scale = (float)m / (float)B;
+    const int sync_bn = g && !o->frozen_bn && gm_net_nbuffers(net) > 0;
+    gm_status st = GM_OK;
     int outs[GM_MF_MAX_TASKS];
-    for (int t = 0; t < n; t++)
+    for (int t = 0; st == GM_OK && t < n; t++)
         if ((outs[t] = output_of(net, heads[t])) < 0)
-            return gm_error_set(err, GM_EINVAL, "fine-tune: task %d's head (block %d) is not an output", t, heads[t]);
-    if (d->nft < B) return gm_error_set(err, GM_EINVAL, "fine-tune: %ld samples, fewer than a batch of %d", d->nft, B);
+            st = gm_error_set(err, GM_EINVAL, "fine-tune: task %d's head (block %d) is not an output", t, heads[t]);
+    if (st == GM_OK && d->nft < B)
+        st = gm_error_set(err, GM_EINVAL, "fine-tune: %ld samples, fewer than a batch of %d", d->nft, B);
     gm_optim *opt = NULL;
-    gm_status st = gm_optim_create(&opt, be, gm_update_adam(o->lr, 0.9f, 0.999f, 1e-8f, 0.0f), gm_net_nparams(net), err);
+    if (st == GM_OK)
+        st = gm_optim_create(&opt, be, gm_update_adam(o->lr, 0.9f, 0.999f, 1e-8f, 0.0f), gm_net_nparams(net), err);
     long *order = malloc(sizeof(long) * (size_t)d->nft);
     float *x = malloc(sizeof(float) * (size_t)B * d->numel);
+    float *stats = sync_bn ? malloc(sizeof(float) * gm_net_nbuffers(net)) : NULL;
     float *target[GM_MF_MAX_TASKS] = {0};
     for (int t = 0; t < n; t++) target[t] = malloc(sizeof(float) * (size_t)B * d->classes[t]);
-    int ok = order && x;
+    int ok = order && x && (stats || !sync_bn);
     for (int t = 0; t < n; t++) ok &= target[t] != NULL;
     if (st == GM_OK && !ok) st = gm_error_set(err, GM_ENOMEM, "fine-tune: out of memory");
+    /* Dropout (train mode only): the same stream on every rank would give each shard the others' masks. */
+    if (g && !o->frozen_bn) gm_rng_seed(gm_net_rng(net), o->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(g->rank + 1)));
+    if (g) { /* every rank starts, or none */
+        be->zero(be, gm_net_grads(net), sizeof(float));
+        st = group_sum(g, be, gm_net_grads(net), 1, st, "set-up", err);
+    }
     /* Learning curves of every task, for the early abort. */
     double ep[256], curve[GM_MF_MAX_TASKS][256];
     int npts = 0;
@@ -282,7 +389,7 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
     r->status = GM_FT_FAILED;
     for (int e = 0; st == GM_OK; e++) {
         if (e % o->check_every == 0 || e == o->max_epochs) {
-            st = gm_ft_eval(net, heads, d, r->val, err);
+            st = eval_group(net, heads, d, g, r->val, err);
             if (st != GM_OK) break;
             r->worst_drop = worst_drop(d, r->val);
             if (r->worst_drop <= o->threshold) {
@@ -307,35 +414,44 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
         if (e == o->max_epochs) break;
         gm_ds_epoch_order(d->nft, o->seed, e, order);
         for (long b = 0; st == GM_OK && b < per_epoch; b++) {
-            const long *rows = order + b * B;
+            if (o->stop && *o->stop) {
+                r->interrupted = 1;
+                break;
+            }
+            const long *rows = order + b * B + lo;
             if (o->cosine) /* per step, reaching 0 at the end of the budget */
                 gm_optim_set_lr(opt, (float)(0.5 * o->lr *
                                              (1.0 + cos(3.14159265358979 * (double)(e * per_epoch + b) /
                                                         ((double)o->max_epochs * per_epoch)))));
-            for (int i = 0; i < B; i++) memcpy(x + (size_t)i * d->numel, d->x_ft + (size_t)rows[i] * d->numel,
+            for (int i = 0; i < m; i++) memcpy(x + (size_t)i * d->numel, d->x_ft + (size_t)rows[i] * d->numel,
                                                sizeof(float) * d->numel);
             for (int t = 0; t < n; t++)
-                for (int i = 0; i < B; i++)
+                for (int i = 0; i < m; i++)
                     memcpy(target[t] + (size_t)i * d->classes[t], d->teacher[t] + (size_t)rows[i] * d->classes[t],
                            sizeof(float) * (size_t)d->classes[t]);
-            st = gm_net_forward(net, x, B, !o->frozen_bn, err);
-            for (int t = 0; st == GM_OK && t < n; t++) {
+            if (m > 0) st = gm_net_forward(net, x, m, !o->frozen_bn, err);
+            for (int t = 0; st == GM_OK && m > 0 && t < n; t++) {
                 float loss;
-                st = gm_net_loss(net, outs[t], GM_LOSS_L1, target[t], NULL, 1.0f, &loss, err);
+                st = gm_net_loss(net, outs[t], GM_LOSS_L1, target[t], NULL, scale, &loss, err);
                 if (st == GM_OK && !isfinite(loss))
                     st = gm_error_set(err, GM_ENUMERIC, "fine-tune: the loss of task %d became %g", t, (double)loss);
             }
+            if (st == GM_OK) gm_net_zero_grad(net);
+            if (st == GM_OK && m > 0) st = gm_net_backward(net, err);
+            /* A rank without rows adds zeros, but must still join the sum. */
+            if (g) st = group_sum(g, be, gm_net_grads(net), gm_net_nparams(net), st, "gradients", err);
             if (st != GM_OK) break;
-            gm_net_zero_grad(net);
-            st = gm_net_backward(net, err);
-            if (st == GM_OK) gm_optim_step(opt, gm_net_params(net), gm_net_grads(net));
+            gm_optim_step(opt, gm_net_params(net), gm_net_grads(net));
+            if (sync_bn) st = sync_stats(net, g, stats, (double)m / B, err);
         }
+        if (r->interrupted) break;
         r->epochs = e + 1;
     }
     r->seconds = gm_now_s() - t0;
     gm_optim_free(opt);
     free(order);
     free(x);
+    free(stats);
     for (int t = 0; t < n; t++) free(target[t]);
     return st;
 }

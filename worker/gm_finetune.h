@@ -13,6 +13,8 @@
 #ifndef GM_FINETUNE_H
 #define GM_FINETUNE_H
 
+#include <signal.h>
+
 #include "gm_dataset.h"
 #include "gm_mfile.h"
 #include "gm_net.h"
@@ -57,6 +59,38 @@ enum { GM_FT_EVAL_BATCH = 128 };
 typedef enum { GM_FT_PASSED, GM_FT_FAILED, GM_FT_ABORTED } gm_ft_status;
 const char *gm_ft_status_name(gm_ft_status s);
 
+/*
+ * A data-parallel worker group: `size` ranks fine-tune the same candidate from
+ * the same weights; each takes its share of every batch, and their gradients
+ * are summed before the same Adam step, so the ranks stay identical. sum() is
+ * a collective that every rank calls in the same order with the same n
+ * (MPI_Allreduce on CPUs, ncclAllReduce on GPUs); it sums buf in place. buf is
+ * in the net's backend memory: host floats for the CPU backend, device
+ * pointers for a device backend's own sum (gm_group_mpi.h is the CPU one).
+ *
+ * Rank r takes rows [lo, hi) of each batch of B (an even split, the first
+ * B % size ranks one more; a rank may get none and still joins every sum) and
+ * scales its loss by its rows / B, so the summed gradient is the full batch's.
+ * Validation sets are split alike and the correct counts summed, so every
+ * rank sees the same accuracies (abort_check must decide alike on them).
+ *
+ * Only frozen_bn == 1 (the search's default) matches one rank on the same
+ * batches, to float rounding; but a gradient that cancels to exactly 0 alone
+ * (L1's head bias on an even batch) can be a rounding residue in the group,
+ * which Adam scales up to a step of lr. With frozen_bn == 0 each shard
+ * normalises with its own batch statistics (PyTorch DDP without SyncBN) and
+ * draws its own dropout; the running statistics are averaged over the ranks
+ * after each step, weighted by rows, to keep the ranks equal.
+ *
+ * A rank that fails still joins the next sum, poisoning it, so every rank
+ * returns an error rather than the others waiting forever.
+ */
+typedef struct {
+    int rank, size;
+    gm_status (*sum)(void *ctx, float *buf, size_t n, gm_error *err);
+    void *ctx;
+} gm_ft_group;
+
 typedef struct {
     int max_epochs;      /* fine-tuning budget per candidate */
     int check_every;     /* accuracy checked at epochs 0, k, 2k, ... and at the end */
@@ -81,6 +115,13 @@ typedef struct {
     int (*abort_check)(void *ctx, const double *epoch, const double *acc, int n, int max_epoch, double target);
     void *abort_ctx;
     uint64_t seed;
+    const gm_ft_group *group; /* NULL (or size 1): this rank alone; else see gm_ft_group */
+    /*
+     * Non-zero (a signal handler's flag): return before the next batch with
+     * r->interrupted set and the candidate unfinished. One rank only: ranks of
+     * a group would see it at different batches.
+     */
+    const volatile sig_atomic_t *stop;
 } gm_ft_opts;
 
 typedef struct {
@@ -89,6 +130,7 @@ typedef struct {
     double val[GM_MF_MAX_TASKS];     /* accuracy at the last check */
     double worst_drop;               /* max over tasks of orig_val - val */
     double seconds;
+    int interrupted;                 /* stopped by opts.stop: no verdict */
 } gm_ft_result;
 
 /*

@@ -1,0 +1,241 @@
+#define _POSIX_C_SOURCE 200809L
+#include "gm_search_config.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gm_json.h"
+
+void gm_search_defaults(gm_search_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->out, sizeof c->out, "run");
+    c->threshold = 0.01;
+    c->policy = GM_POLICY_SA;
+    c->iterations = 200;
+    c->seed = 1;
+    c->t0 = 100.0;
+    c->alpha = 0.99;
+    c->max_elites = 10;
+    c->merges = 2;
+    c->relaxed_below = 4;
+    c->ft_samples = 5000;
+    c->val_samples = 2000;
+    c->ft_epochs = 10;
+    c->check_every = 1;
+    c->batch = 64;
+    c->lr = 1e-3;
+    c->frozen_bn = 1;
+    c->cosine = 0;
+    c->filter_dominance = 1;
+    c->filter_curve = 1;
+    c->threads = 1;
+    c->lat_warmup = 20;
+    c->lat_runs = 100;
+    c->round = 4;
+    c->checkpoint_every = 1;
+}
+
+/* ---- config ------------------------------------------------------------------ */
+
+static gm_status get_long(const gm_json *o, const char *k, long long lo, long long hi, long *v, gm_error *err)
+{
+    long long x = *v;
+    gm_status st = gm_json_get_int(o, k, 0, lo, hi, &x, err);
+    *v = (long)x;
+    return st;
+}
+
+/* A string key that must be one of names (NULL-terminated); *v = its index. */
+static gm_status get_choice(const gm_json *o, const char *k, const char *const *names, int *v, const char *path,
+                            gm_error *err)
+{
+    char s[32] = "";
+    gm_status st = gm_json_get_string(o, k, 0, s, sizeof s, err);
+    if (st != GM_OK || !s[0]) return st;
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(s, names[i])) {
+            *v = i;
+            return GM_OK;
+        }
+    return gm_error_set(err, GM_EINVAL, "%s: finetune.%s: expected \"%s\" or \"%s\", got \"%s\"", path, k, names[0],
+                        names[1], s);
+}
+
+static gm_status get_int(const gm_json *o, const char *k, long long lo, long long hi, int *v, gm_error *err)
+{
+    long long x = *v;
+    gm_status st = gm_json_get_int(o, k, 0, lo, hi, &x, err);
+    *v = (int)x;
+    return st;
+}
+
+static gm_status section(const gm_json *root, const char *name, const char *const *keys, const gm_json **out,
+                         gm_error *err)
+{
+    *out = gm_json_get(root, name);
+    if (*out && gm_json_type_of(*out) != GM_JSON_OBJECT) {
+        char p[64];
+        return gm_error_set(err, GM_EINVAL, "%s: expected an object, got %s", gm_json_path(*out, p, sizeof p),
+                            gm_json_type_name(gm_json_type_of(*out)));
+    }
+    return gm_json_check_keys(*out, keys, err);
+}
+
+static gm_status from_json(gm_search_config *c, gm_json *root, const char *path, gm_error *err)
+{
+    gm_status st;
+    static const char *const top[] = {"models", "data", "out", "threshold", "policy", "iterations", "time_budget_s",
+                                      "seed", "sa", "mutation", "finetune", "filter", "threads", "latency", "run",
+                                      NULL};
+    static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", NULL};
+    static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
+    static const char *const mut_keys[] = {"merges", "relaxed_below", NULL};
+    static const char *const ft_keys[] = {"samples", "val_samples", "epochs", "check_every", "batch", "lr",
+                                                 "bn", "schedule", NULL};
+    static const char *const flt_keys[] = {"dominance", "curve", NULL};
+    static const char *const lat_keys[] = {"warmup", "runs", NULL};
+    const gm_json *models = gm_json_get(root, "models"), *data = gm_json_get(root, "data"), *sec;
+    st = gm_json_check_keys(root, top, err);
+    if (st == GM_OK && (gm_json_type_of(models) != GM_JSON_ARRAY || gm_json_len(models) < 2 ||
+                        gm_json_len(models) > GM_MF_MAX_TASKS))
+        st = gm_error_set(err, GM_EINVAL, "%s: \"models\" must be an array of 2 to %d model files", path,
+                          GM_MF_MAX_TASKS);
+    for (size_t i = 0; st == GM_OK && i < gm_json_len(models); i++) {
+        const char *m = gm_json_string(gm_json_at(models, i));
+        if (!m || !*m || strlen(m) >= sizeof c->models[0])
+            st = gm_error_set(err, GM_EINVAL, "%s: models[%zu] must be a model file path", path, i);
+        else
+            snprintf(c->models[i], sizeof c->models[i], "%s", m);
+        c->nmodels = (int)i + 1;
+    }
+    if (st == GM_OK && data && (gm_json_type_of(data) != GM_JSON_ARRAY || gm_json_len(data) != gm_json_len(models)))
+        st = gm_error_set(err, GM_EINVAL, "%s: \"data\" must be an array with one dataset file per model", path);
+    for (size_t i = 0; st == GM_OK && data && i < gm_json_len(data); i++) {
+        const char *d = gm_json_string(gm_json_at(data, i));
+        if (!d || strlen(d) >= sizeof c->data[0])
+            st = gm_error_set(err, GM_EINVAL, "%s: data[%zu] must be a dataset file path (\"\": the recorded one)", path, i);
+        else
+            snprintf(c->data[i], sizeof c->data[i], "%s", d);
+    }
+    char policy[16] = "sa";
+    long long seed = (long long)c->seed;
+    if (st == GM_OK) st = gm_json_get_string(root, "out", 0, c->out, sizeof c->out, err);
+    if (st == GM_OK) st = gm_json_get_double(root, "threshold", 0, 0.0, 1.0, &c->threshold, err);
+    if (st == GM_OK) st = gm_json_get_string(root, "policy", 0, policy, sizeof policy, err);
+    if (st == GM_OK) {
+        if (!strcmp(policy, "sa")) c->policy = GM_POLICY_SA;
+        else if (!strcmp(policy, "random")) c->policy = GM_POLICY_RANDOM;
+        else st = gm_error_set(err, GM_EINVAL, "%s: policy: expected \"sa\" or \"random\", got \"%s\"", path, policy);
+    }
+    if (st == GM_OK) st = get_int(root, "iterations", 1, 1000000, &c->iterations, err);
+    if (st == GM_OK) st = gm_json_get_double(root, "time_budget_s", 0, 0.0, 1e9, &c->time_budget_s, err);
+    if (st == GM_OK) st = gm_json_get_int(root, "seed", 0, 0, 2147483647, &seed, err);
+    c->seed = (uint64_t)seed;
+    if (st == GM_OK) st = get_int(root, "threads", 1, 1024, &c->threads, err);
+    if (st == GM_OK) st = section(root, "sa", sa_keys, &sec, err);
+    if (st == GM_OK) st = gm_json_get_double(sec, "t0", 0, 1e-9, 1e9, &c->t0, err);
+    if (st == GM_OK) st = gm_json_get_double(sec, "alpha", 0, 1e-9, 1.0, &c->alpha, err);
+    if (st == GM_OK) st = get_int(sec, "max_elites", 1, 10000, &c->max_elites, err);
+    if (st == GM_OK) st = section(root, "mutation", mut_keys, &sec, err);
+    if (st == GM_OK) st = get_int(sec, "merges", 1, 100, &c->merges, err);
+    if (st == GM_OK) st = get_int(sec, "relaxed_below", 0, 1000000, &c->relaxed_below, err);
+    if (st == GM_OK) st = section(root, "finetune", ft_keys, &sec, err);
+    if (st == GM_OK) st = get_long(sec, "samples", 1, 100000000, &c->ft_samples, err);
+    if (st == GM_OK) st = get_long(sec, "val_samples", 0, 100000000, &c->val_samples, err);
+    if (st == GM_OK) st = get_int(sec, "epochs", 0, 10000, &c->ft_epochs, err);
+    if (st == GM_OK) st = get_int(sec, "check_every", 1, 10000, &c->check_every, err);
+    if (st == GM_OK) st = get_int(sec, "batch", 2, 65536, &c->batch, err);
+    if (st == GM_OK) st = gm_json_get_double(sec, "lr", 0, 1e-12, 100.0, &c->lr, err);
+    static const char *const bn_names[] = {"batch", "frozen", NULL}, *const sched_names[] = {"constant", "cosine", NULL};
+    if (st == GM_OK) st = get_choice(sec, "bn", bn_names, &c->frozen_bn, path, err);
+    if (st == GM_OK) st = get_choice(sec, "schedule", sched_names, &c->cosine, path, err);
+    if (st == GM_OK) st = section(root, "filter", flt_keys, &sec, err);
+    if (st == GM_OK) st = gm_json_get_bool(sec, "dominance", 0, &c->filter_dominance, err);
+    if (st == GM_OK) st = gm_json_get_bool(sec, "curve", 0, &c->filter_curve, err);
+    if (st == GM_OK) st = section(root, "latency", lat_keys, &sec, err);
+    if (st == GM_OK) st = get_int(sec, "warmup", 0, 100000, &c->lat_warmup, err);
+    if (st == GM_OK) st = get_int(sec, "runs", 1, 1000000, &c->lat_runs, err);
+    if (st == GM_OK) st = section(root, "run", run_keys, &sec, err);
+    if (st == GM_OK) st = gm_json_get_bool(sec, "deterministic", 0, &c->deterministic, err);
+    if (st == GM_OK) st = get_int(sec, "round", 1, 100000, &c->round, err);
+    if (st == GM_OK) st = get_int(sec, "checkpoint_every", 0, 100000000, &c->checkpoint_every, err);
+    if (st == GM_OK) st = gm_json_get_double(sec, "timeout_s", 0, 0.0, 1e9, &c->timeout_s, err);
+    return st;
+}
+
+gm_status gm_search_config_load(gm_search_config *c, const char *path, gm_error *err)
+{
+    gm_json *root;
+    gm_status st = gm_json_parse_file(&root, path, err);
+    if (st != GM_OK) return st;
+    st = from_json(c, root, path, err);
+    gm_json_free(root);
+    return st;
+}
+
+gm_status gm_search_config_parse(gm_search_config *c, const char *text, const char *name, gm_error *err)
+{
+    gm_json *root;
+    gm_status st = gm_json_parse(&root, text, strlen(text), name, err);
+    if (st != GM_OK) return st;
+    st = from_json(c, root, name, err);
+    gm_json_free(root);
+    return st;
+}
+
+/* cJSON builds the text so that paths with quotes or backslashes stay valid JSON. */
+static cJSON *obj(cJSON *parent, const char *name)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(parent, name, o);
+    return o;
+}
+
+char *gm_search_config_to_json(const gm_search_config *c)
+{
+    cJSON *r = cJSON_CreateObject(), *m = cJSON_AddArrayToObject(r, "models"), *d = cJSON_AddArrayToObject(r, "data");
+    for (int t = 0; t < c->nmodels; t++) {
+        cJSON_AddItemToArray(m, cJSON_CreateString(c->models[t]));
+        cJSON_AddItemToArray(d, cJSON_CreateString(c->data[t]));
+    }
+    cJSON_AddStringToObject(r, "out", c->out);
+    cJSON_AddNumberToObject(r, "threshold", c->threshold);
+    cJSON_AddStringToObject(r, "policy", c->policy == GM_POLICY_SA ? "sa" : "random");
+    cJSON_AddNumberToObject(r, "iterations", c->iterations);
+    cJSON_AddNumberToObject(r, "time_budget_s", c->time_budget_s);
+    cJSON_AddNumberToObject(r, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(r, "threads", c->threads);
+    cJSON *s = obj(r, "sa");
+    cJSON_AddNumberToObject(s, "t0", c->t0);
+    cJSON_AddNumberToObject(s, "alpha", c->alpha);
+    cJSON_AddNumberToObject(s, "max_elites", c->max_elites);
+    s = obj(r, "mutation");
+    cJSON_AddNumberToObject(s, "merges", c->merges);
+    cJSON_AddNumberToObject(s, "relaxed_below", c->relaxed_below);
+    s = obj(r, "finetune");
+    cJSON_AddNumberToObject(s, "samples", (double)c->ft_samples);
+    cJSON_AddNumberToObject(s, "val_samples", (double)c->val_samples);
+    cJSON_AddNumberToObject(s, "epochs", c->ft_epochs);
+    cJSON_AddNumberToObject(s, "check_every", c->check_every);
+    cJSON_AddNumberToObject(s, "batch", c->batch);
+    cJSON_AddNumberToObject(s, "lr", c->lr);
+    cJSON_AddStringToObject(s, "bn", c->frozen_bn ? "frozen" : "batch");
+    cJSON_AddStringToObject(s, "schedule", c->cosine ? "cosine" : "constant");
+    s = obj(r, "filter");
+    cJSON_AddBoolToObject(s, "dominance", c->filter_dominance);
+    cJSON_AddBoolToObject(s, "curve", c->filter_curve);
+    s = obj(r, "latency");
+    cJSON_AddNumberToObject(s, "warmup", c->lat_warmup);
+    cJSON_AddNumberToObject(s, "runs", c->lat_runs);
+    s = obj(r, "run");
+    cJSON_AddBoolToObject(s, "deterministic", c->deterministic);
+    cJSON_AddNumberToObject(s, "round", c->round);
+    cJSON_AddNumberToObject(s, "checkpoint_every", c->checkpoint_every);
+    cJSON_AddNumberToObject(s, "timeout_s", c->timeout_s);
+    char *text = cJSON_Print(r);
+    cJSON_Delete(r);
+    return text;
+}
+

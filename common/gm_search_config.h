@@ -1,0 +1,61 @@
+/*
+ * gm_search_config: the search config every rank reads (coordinator/README.md
+ * documents the JSON). Rank 0 resolves it (file, command-line overrides, or a
+ * checkpoint) and sends every rank the same text, so all ranks agree.
+ */
+#ifndef GM_SEARCH_CONFIG_H
+#define GM_SEARCH_CONFIG_H
+
+#include <stdint.h>
+
+#include "gm_error.h"
+#include "gm_mfile.h"
+
+typedef enum { GM_POLICY_SA, GM_POLICY_RANDOM } gm_policy;
+
+typedef struct {
+    int nmodels;
+    char models[GM_MF_MAX_TASKS][1024];  /* model files, one task each */
+    char data[GM_MF_MAX_TASKS][1024];    /* dataset per model; "" = the one it records */
+    char out[1024];                      /* run folder */
+    double threshold;                    /* allowed drop per task, e.g. 0.01 */
+    gm_policy policy;
+    int iterations;
+    double time_budget_s;                /* stop proposing after this long; 0: no limit */
+    uint64_t seed;
+    double t0, alpha;
+    int max_elites;
+    int merges, relaxed_below;
+    long ft_samples, val_samples;
+    int ft_epochs, check_every, batch;
+    double lr;
+    int frozen_bn, cosine; /* fine-tune: "bn": "frozen"|"batch", "schedule": "cosine"|"constant" */
+    int filter_dominance, filter_curve;
+    int threads;
+    int lat_warmup, lat_runs;
+    /* "run": how the sweep runs (DESIGN.md sections 6 and 7) */
+    int deterministic;      /* 1: rounds of `round` candidates proposed from the state at the round's start,
+                               results applied in id order: the outcome does not depend on timing or on
+                               the number of worker groups */
+    int round;              /* candidates per round in deterministic mode */
+    int checkpoint_every;   /* results between checkpoints (0: only at the end and on signals) */
+    double timeout_s;       /* a candidate running longer is dispatched again once, then failed (0: none) */
+} gm_search_config;
+
+/* GMorph's defaults (T0 100, alpha 0.99, 200 iterations, 2 merges, ...). */
+void gm_search_defaults(gm_search_config *c);
+/*
+ * Reads a JSON config over the defaults (documented in coordinator/README.md);
+ * every bad or unknown field is reported by its path and why.
+ */
+gm_status gm_search_config_load(gm_search_config *c, const char *path, gm_error *err);
+/* The same from JSON text; name labels errors (a file name, "checkpoint"). */
+gm_status gm_search_config_parse(gm_search_config *c, const char *text, const char *name, gm_error *err);
+/*
+ * The whole config as JSON text that gm_search_config_parse reads back to the
+ * same values: what the checkpoint keeps and what rank 0 sends every rank.
+ * Returns malloc'd text (NULL: out of memory); the caller frees it.
+ */
+char *gm_search_config_to_json(const gm_search_config *c);
+
+#endif

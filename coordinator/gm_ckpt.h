@@ -1,0 +1,110 @@
+/*
+ * gm_ckpt: the search checkpoint (DESIGN.md section 6), one HDF5 file that
+ * holds everything a killed or pre-empted sweep needs to resume: the config,
+ * the search state with its RNG, every candidate proposed so far with its
+ * status and metrics, the elites' fine-tuned weights and the best model.
+ *
+ * Layout (format "gmorph-search", version 1; readable with h5py and h5dump):
+ *   header block      the file's first 512 bytes, an HDF5 user block that
+ *                     h5py and h5dump skip: three lines of text, NUL-padded,
+ *                     "gmorph-search 1", "bytes N" (the file's size) and
+ *                     "fnv1a64 H" (16 hex digits: the FNV-1a 64 hash of bytes
+ *                     512..N-1). Loading checks it before HDF5 reads anything:
+ *                     a truncated or damaged file is an error, never a crash
+ *                     in HDF5's parser nor a silently wrong weight.
+ *   /                 attrs: format, version, config (the JSON text, at most
+ *                     60000 bytes), tasks (comma-separated names), iteration,
+ *                     next_id, temperature, last_drop, elapsed_s, rng (4 x
+ *                     uint64 as int64), best_id, elite_ids (oldest first; may
+ *                     be empty)
+ *   /candidates/      one dataset per column, one row per candidate, id order:
+ *                     id, iteration, source, status (int; attr "names" lists
+ *                     them, comma-separated, in value order), worker, nodes,
+ *                     epochs (int32); location, topology (uint64); params
+ *                     (int64); mflops, latency_ms, base_latency_ms, speedup,
+ *                     worst_drop, seconds (float64); val (rows x tasks,
+ *                     float64); enc_offset (int64, rows + 1) and enc (int32):
+ *                     candidate i's graph encoding (gm_fgraph_encode) is
+ *                     enc[enc_offset[i] .. enc_offset[i+1])
+ *   /elites/<id>/     each elite's fine-tuned model (gm_mfile_write layout)
+ *   /best/            the best model so far (absent while best_id is -1)
+ *
+ * Saving is atomic: the new file is written to PATH.tmp and fsynced; an
+ * existing PATH becomes PATH.prev; then PATH.tmp is renamed to PATH. A crash
+ * at any moment leaves PATH or PATH.prev whole.
+ *
+ * Save and load check the same rules, so every file written loads back: ids
+ * are row numbers, next_id >= ncand, statuses in range, source -1 or a row,
+ * worker >= -1, every elite id a distinct passed row, best_id -1 or a passed
+ * row, task names 1..63 characters without commas.
+ */
+#ifndef GM_CKPT_H
+#define GM_CKPT_H
+
+#include <stdint.h>
+
+#include "gm_error.h"
+#include "gm_mfile.h"
+
+typedef enum {
+    GM_CAND_PENDING,   /* dispatched, no result yet: goes back to the queue on resume */
+    GM_CAND_PASSED,
+    GM_CAND_FAILED,
+    GM_CAND_ABORTED,
+    GM_CAND_FILTERED,
+    GM_CAND_DUPLICATE,
+    GM_CAND_NSTATUS
+} gm_cand_status;
+
+/* "pending", "passed", ...; "?" when out of range. */
+const char *gm_cand_status_name(gm_cand_status s);
+
+/* One candidate row. */
+typedef struct {
+    int id, iteration;
+    int source;               /* -1: the original graph; else the elite's candidate id */
+    gm_cand_status status;
+    int worker;               /* worker group that ran it; -1: none (filtered, duplicate, pending) */
+    int nodes, epochs;
+    uint64_t location, topology;
+    long long params;
+    double mflops, latency_ms, base_latency_ms, speedup, worst_drop, seconds;
+    double val[GM_MF_MAX_TASKS]; /* NAN where not fine-tuned */
+    int enc_len;
+    int32_t *enc;             /* owned by the row (malloc) */
+} gm_ckpt_cand;
+
+typedef struct {
+    char *config;             /* JSON text, owned (malloc); NULL saves as "" */
+    int ntasks;
+    char tasks[GM_MF_MAX_TASKS][64];
+    /* search state */
+    int iteration;            /* next iteration to propose */
+    int next_id;              /* next candidate id */
+    double temperature, last_drop, elapsed_s;
+    uint64_t rng[4];
+    /* candidates, id order; cand[i].id == i */
+    int ncand;
+    gm_ckpt_cand *cand;       /* owned */
+    /* elites, oldest first */
+    int nelites;
+    int *elite_id;            /* owned, nelites */
+    gm_mfile *elite_w;        /* owned, nelites */
+    int best_id;              /* -1: none yet */
+    gm_mfile best;            /* owned; empty while best_id is -1 */
+} gm_ckpt;
+
+/* Writes c to path atomically (see above); c breaking a rule is GM_EINVAL and writes nothing. */
+gm_status gm_ckpt_save(const char *path, const gm_ckpt *c, gm_error *err);
+/*
+ * Reads a checkpoint into c (zeroed first; gm_ckpt_free releases it). A file
+ * that is not a gmorph search checkpoint, has another version (a newer one is
+ * named as such), is truncated or damaged (header block), whose columns
+ * disagree in length, or that breaks a rule above is an error naming the path
+ * and what is wrong; c is then left empty (nothing to free, best_id -1).
+ */
+gm_status gm_ckpt_load(const char *path, gm_ckpt *c, gm_error *err);
+/* Frees what c owns and leaves it empty (best_id -1); freeing twice is a no-op. */
+void gm_ckpt_free(gm_ckpt *c);
+
+#endif

@@ -1,0 +1,113 @@
+#!/bin/sh
+# gmorph-search as a sweep runs it, on a tiny Sprites zoo:
+# - deterministic mode gives the same candidates, statuses, accuracies and best
+#   with 1 process, 3 ranks (2 worker groups) and 5 ranks (4 groups)
+#   (2 data-parallel groups of 2 complete the same sweep);
+# - a 3-rank sweep killed with SIGKILL in the middle resumes from its
+#   checkpoint, trains no candidate the checkpoint had finished, and ends with
+#   the uninterrupted run's table and best;
+# - a truncated checkpoint is refused with a message naming it, and the previous
+#   one (search.h5.prev) still resumes.
+# Usage: test_mpi_search.sh GMORPH GMORPH_SEARCH MPIEXEC
+set -u
+gm=$1
+gs=$2
+mpi="$3 --allow-run-as-root --oversubscribe"
+export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader OMP_WAIT_POLICY=passive OPENBLAS_NUM_THREADS=1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+ok() { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+
+# ---- a tiny zoo: three models on one Sprites set --------------------------------
+"$gm" data sprites --out "$tmp/sprites.h5" --size 16 --train 2048 --val 512 --test 512 >/dev/null || exit 1
+for spec in "colour vgg11 1" "scale vgg11 2" "shape resnet8 3"; do
+    set -- $spec
+    "$gm" train --data "$tmp/sprites.h5" --task "$1" --arch "$2" --widths 8,16 --epochs 4 --batch 32 --lr 0.003 \
+        --seed "$3" --threads 1 --out "$tmp/$1.h5" --quiet >/dev/null 2>&1 || { echo "training $1 failed"; exit 1; }
+done
+cat >"$tmp/search.json" <<EOF
+{
+  "models": ["$tmp/colour.h5", "$tmp/scale.h5", "$tmp/shape.h5"],
+  "threshold": 0.1, "iterations": 10, "seed": 3, "threads": 1,
+  "finetune": {"samples": 2048, "val_samples": 256, "epochs": 6, "batch": 32, "lr": 0.003},
+  "filter": {"curve": false}, "latency": {"warmup": 2, "runs": 10},
+  "run": {"deterministic": true, "round": 4, "checkpoint_every": 1}
+}
+EOF
+
+# The table without what depends on timing or placement (worker, latency, seconds), id order.
+table() { cut -d, -f1-4,6-10,14,15,17- "$1/candidates.csv" | sort -t, -k1,1n; }
+best() { sed -n 's/.*(candidate \([0-9-]*\)).*/\1/p' "$1/summary.md"; }
+same() { # name run_a run_b
+    if [ -s "$2/candidates.csv" ] && [ -s "$3/candidates.csv" ] && [ -n "$(best "$2")" ] &&
+        table "$2" >"$tmp/a" && table "$3" >"$tmp/b" && cmp -s "$tmp/a" "$tmp/b" && [ "$(best "$2")" = "$(best "$3")" ]; then
+        ok "$1"
+    else
+        bad "$1"; diff "$tmp/a" "$tmp/b"; echo "best: $(best "$2") vs $(best "$3")"
+    fi
+}
+
+"$gs" --config "$tmp/search.json" --out "$tmp/r1" 2>"$tmp/r1.err" >/dev/null
+[ $? -eq 0 ] && [ "$(table "$tmp/r1" | wc -l)" -ge 10 ] && ok "1-process deterministic sweep" || { bad "1-process sweep"; cat "$tmp/r1.err"; }
+grep -q "passed" "$tmp/r1/candidates.csv" && ok "some candidate passed" || bad "no candidate passed"
+$mpi -np 3 "$gs" --config "$tmp/search.json" --out "$tmp/r3" 2>"$tmp/r3.err" >/dev/null || { bad "3 ranks exit code"; cat "$tmp/r3.err"; }
+same "3 ranks (2 groups) agree with 1 process" "$tmp/r1" "$tmp/r3"
+$mpi -np 5 "$gs" --config "$tmp/search.json" --out "$tmp/r5" 2>"$tmp/r5.err" >/dev/null || { bad "5 ranks exit code"; cat "$tmp/r5.err"; }
+same "5 ranks (4 groups) agree with 1 process" "$tmp/r1" "$tmp/r5"
+$mpi -np 5 "$gs" --config "$tmp/search.json" --out "$tmp/r5g" --group-size 2 2>"$tmp/r5g.err" >/dev/null \
+    || { bad "5 ranks in groups of 2 exit code"; cat "$tmp/r5g.err"; }
+# Data-parallel fine-tuning sums gradients in another order, and Adam turns an
+# exactly-zero L1 gradient's rounding residue into a step: a candidate near the
+# threshold may land on the other side (test_dp checks the equality itself).
+# Here: the sweep completes with every candidate settled.
+[ "$(table "$tmp/r5g" | wc -l)" -eq "$(table "$tmp/r1" | wc -l)" ] && ! grep -q pending "$tmp/r5g/candidates.csv" &&
+    [ -n "$(best "$tmp/r5g")" ] && ok "2 data-parallel groups of 2 complete the sweep" || bad "groups of 2"
+$mpi -np 4 "$gs" --config "$tmp/search.json" --out "$tmp/x" --group-size 2 2>"$tmp/err" >/dev/null
+[ $? -eq 2 ] && grep -q "do not split into groups of 2" "$tmp/err" && ok "ranks that do not split refused" \
+    || { bad "uneven groups"; cat "$tmp/err"; }
+
+# ---- SIGKILL in the middle, then resume ------------------------------------------------
+finished() { # ids the checkpoint holds as finished (status != 0, pending)
+    h5dump -y -w 0 -d /candidates/status "$1" 2>/dev/null | awk '/DATA \{/ {getline; print; exit}' | tr -d ' ' |
+        tr ',' '\n' | awk 'NF && $1 != 0 {print NR - 1}'
+}
+$mpi -np 3 "$gs" --config "$tmp/search.json" --out "$tmp/rk" >/dev/null 2>"$tmp/rk.err" &
+pid=$!
+n=0
+while [ "$n" -lt 4 ] && kill -0 "$pid" 2>/dev/null; do
+    sleep 0.2
+    [ -f "$tmp/rk/search.h5" ] && n=$(finished "$tmp/rk/search.h5" | wc -l)
+done
+pkill -9 -f -- "--out $tmp/rk" # every rank and mpirun at once, as a node failure would
+wait "$pid" 2>/dev/null
+sleep 1
+finished "$tmp/rk/search.h5" >"$tmp/done_before"
+nb=$(wc -l <"$tmp/done_before")
+[ "$nb" -ge 4 ] && [ "$nb" -lt "$(table "$tmp/r1" | wc -l)" ] && ok "killed in the middle ($nb finished in the checkpoint)" \
+    || bad "kill came too late or too early ($nb finished)"
+$mpi -np 3 "$gs" --resume "$tmp/rk/search.h5" 2>"$tmp/rk2.err" >/dev/null || { bad "resume exit code"; cat "$tmp/rk2.err"; }
+sed -n 's/^\[ *\([0-9]*\)\].* \(passed\|failed\|aborted\) .*/\1/p' "$tmp/rk2.err" >"$tmp/trained_after"
+sort "$tmp/done_before" >"$tmp/db"
+sort "$tmp/trained_after" >"$tmp/ta"
+again=$(comm -12 "$tmp/db" "$tmp/ta" | wc -l)
+[ "$again" -eq 0 ] && [ -s "$tmp/trained_after" ] && ok "no finished candidate trained again" \
+    || { bad "$again finished candidates trained again"; cat "$tmp/rk2.err"; }
+same "resumed sweep equals the uninterrupted one" "$tmp/r1" "$tmp/rk"
+
+# ---- a damaged checkpoint --------------------------------------------------------------
+cp -r "$tmp/rk" "$tmp/rc" || bad "no run folder to damage"
+size=$(stat -c %s "$tmp/rc/search.h5")
+truncate -s $((size / 2)) "$tmp/rc/search.h5"
+"$gs" --resume "$tmp/rc/search.h5" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "$tmp/rc/search.h5" "$tmp/err" && ok "truncated checkpoint refused by name" \
+    || { bad "truncated checkpoint: exit $rc"; cat "$tmp/err"; }
+[ -f "$tmp/rc/search.h5.prev" ] && "$gs" --resume "$tmp/rc/search.h5.prev" >/dev/null 2>"$tmp/err" \
+    && ok "the previous checkpoint still resumes" || { bad "previous checkpoint"; cat "$tmp/err"; }
+"$gs" --resume "$tmp/rc/search.h5" --threshold 0.1 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "checkpoint's config" "$tmp/err" && ok "resume refuses a changed config" || bad "resume with --threshold"
+
+[ $fails -eq 0 ] && echo "all passed" || echo "$fails failed"
+[ $fails -eq 0 ]

@@ -1,0 +1,147 @@
+#define _POSIX_C_SOURCE 200809L
+#include "gm_worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gm_fs.h"
+#include "gm_train.h"
+
+struct gm_worker {
+    gm_worker_opts o;
+    gm_mfile models[GM_MF_MAX_TASKS];
+    const gm_mfile *mptr[GM_MF_MAX_TASKS];
+    gm_ft_data data;
+    gm_backend *be;
+    gm_net *base[GM_MF_MAX_TASKS]; /* the originals at batch 1: the latency peer */
+};
+
+void gm_job_free(gm_job *j)
+{
+    gm_mfile_free(&j->src);
+    j->source = -1;
+}
+
+void gm_result_free(gm_result *r) { gm_mfile_free(&r->tuned); }
+
+const gm_ft_data *gm_worker_data(const gm_worker *w) { return &w->data; }
+
+const gm_mfile *const *gm_worker_models(const gm_worker *w) { return w->mptr; }
+
+void gm_worker_free(gm_worker *w)
+{
+    if (!w) return;
+    for (int t = 0; t < GM_MF_MAX_TASKS; t++) {
+        gm_mfile_free(&w->models[t]);
+        gm_net_free(w->base[t]);
+    }
+    gm_ft_data_free(&w->data);
+    gm_backend_free(w->be);
+    free(w);
+}
+
+gm_status gm_worker_open(gm_worker **out, const gm_worker_opts *o, gm_error *err)
+{
+    const gm_search_config *c = o->config;
+    gm_worker *w = calloc(1, sizeof *w);
+    *out = NULL;
+    if (!w) return gm_error_set(err, GM_ENOMEM, "out of memory");
+    w->o = *o;
+    gm_status st = GM_OK;
+    for (int t = 0; st == GM_OK && t < c->nmodels; t++) {
+        st = gm_mfile_load(c->models[t], &w->models[t], err);
+        w->mptr[t] = &w->models[t];
+        if (st == GM_OK && w->models[t].ntasks != 1)
+            st = gm_error_set(err, GM_EINVAL, "%s: a model to fuse has one task, this one has %d", c->models[t],
+                              w->models[t].ntasks);
+    }
+    if (st == GM_OK) st = gm_backend_cpu_create(&w->be, c->threads, err);
+    if (st == GM_OK && gm_fs_mkdirs(c->out) != 0) /* the teachers' logits are cached in the run folder */
+        st = gm_error_set(err, GM_EIO, "%s: cannot create: %s", c->out, strerror(errno));
+    char cache[1200];
+    snprintf(cache, sizeof cache, "%s/teacher.h5", c->out);
+    const char *data[GM_MF_MAX_TASKS];
+    for (int t = 0; t < c->nmodels; t++) data[t] = c->data[t][0] ? c->data[t] : NULL;
+    gm_ft_data_opts fo = {.samples = c->ft_samples, .val_samples = c->val_samples, .seed = c->seed,
+                          .threads = c->threads, .cache = cache, .data = data};
+    if (st == GM_OK) st = gm_ft_data_load(&w->data, w->mptr, c->nmodels, &fo, err);
+    for (int t = 0; st == GM_OK && t < c->nmodels; t++) {
+        gm_net_desc d = gm_mfile_desc(&w->models[t]);
+        st = gm_net_create(&w->base[t], w->be, &d, 1, 1, err);
+        if (st == GM_OK) st = gm_mfile_to_net(&w->models[t], w->base[t], err);
+    }
+    if (st != GM_OK) {
+        gm_worker_free(w);
+        return st;
+    }
+    *out = w;
+    return GM_OK;
+}
+
+gm_status gm_worker_baseline(gm_worker *w, double *ms, gm_error *err)
+{
+    const gm_search_config *c = w->o.config;
+    return gm_measure_latency_seq(w->base, c->nmodels, c->lat_warmup, c->lat_runs, ms, err);
+}
+
+/* Assembles the candidate's model: structure from its encoding, weights from the originals or its source elite. */
+static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, gm_error *err)
+{
+    const gm_search_config *c = w->o.config;
+    gm_fgraph *g = malloc(sizeof *g);
+    if (!g) return gm_error_set(err, GM_ENOMEM, "out of memory");
+    gm_status st = gm_fgraph_decode(g, job->enc, job->enc_len, w->mptr, c->nmodels, err);
+    const gm_mfile *src = &job->src;
+    gm_wstore store = {c->nmodels, w->mptr, job->source >= 0, &job->source, &src};
+    if (st == GM_OK) st = gm_fgraph_to_mfile(g, &store, c->seed + (uint64_t)job->id, m, err);
+    free(g);
+    return st;
+}
+
+gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error *err)
+{
+    const gm_search_config *c = w->o.config;
+    memset(r, 0, sizeof *r);
+    r->id = job->id;
+    gm_mfile m = {0};
+    gm_net *net = NULL;
+    gm_status st = build(w, job, &m, err);
+    gm_net_desc desc = gm_mfile_desc(&m);
+    if (st == GM_OK)
+        st = gm_net_create(&net, w->be, &desc, c->batch > GM_FT_EVAL_BATCH ? c->batch : GM_FT_EVAL_BATCH,
+                           c->seed + (uint64_t)job->id, err);
+    if (st == GM_OK) st = gm_mfile_to_net(&m, net, err);
+    int heads[GM_MF_MAX_TASKS];
+    for (int t = 0; t < m.ntasks; t++) heads[t] = m.tasks[t].head;
+    gm_ft_opts o = {.max_epochs = c->ft_epochs, .check_every = c->check_every, .batch = c->batch,
+                    .lr = (float)c->lr, .frozen_bn = c->frozen_bn, .cosine = c->cosine,
+                    .threshold = c->threshold, .seed = c->seed + (uint64_t)job->id,
+                    .abort_check = c->filter_curve ? w->o.abort_check : NULL, .group = w->o.group,
+                    .stop = w->o.stop};
+    if (st == GM_OK) st = gm_finetune(net, heads, &w->data, &o, &r->ft, err);
+    r->latency_ms = r->base_latency_ms = 0.0;
+    if (st == GM_OK && w->o.time_latency && !r->ft.interrupted)
+        st = gm_measure_latency_pair(net, w->base, c->nmodels, c->lat_warmup, c->lat_runs, &r->latency_ms,
+                                     &r->base_latency_ms, err);
+    if (st == GM_OK && r->ft.status == GM_FT_PASSED && !r->ft.interrupted) {
+        /* The structure and metadata of m, the fine-tuned weights of net. */
+        gm_mfile tuned = {0};
+        st = gm_mfile_from_net(&tuned, net, err);
+        if (st == GM_OK) {
+            free(m.params);
+            free(m.buffers);
+            m.params = tuned.params;
+            m.buffers = tuned.buffers;
+            tuned.params = tuned.buffers = NULL;
+            for (int t = 0; t < m.ntasks; t++) m.tasks[t].val_accuracy = r->ft.val[t];
+            r->tuned = m;
+            memset(&m, 0, sizeof m);
+        }
+        gm_mfile_free(&tuned);
+    }
+    gm_mfile_free(&m);
+    gm_net_free(net);
+    return st;
+}
