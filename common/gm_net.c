@@ -15,6 +15,7 @@ typedef struct {
     int relu_after;      /* a BatchNorm whose only consumer, a ReLU, is folded into it */
     int dx_set[2];       /* first writer of input j's gradient in backward order: overwrite */
     int is_output;
+    int eval;            /* runs as at inference even in a training forward (gm_net_set_block_eval) */
     size_t act;          /* offset in floats into acts (also into act_grads) */
     size_t aux;          /* offset in bytes into saved */
     size_t par, buf;     /* offsets in floats into params/grads and buffers */
@@ -325,7 +326,7 @@ void gm_net_free(gm_net *n)
 static gm_op_args node_args(gm_net *n, gm_node *nd)
 {
     gm_op_args a = {.op = &nd->op, .in = {nd->ins[0], nd->ins[1]}, .out = nd->out,
-                    .batch = n->batch, .train = n->train, .relu_after = nd->relu_after, .rng = &n->rng};
+                    .batch = n->batch, .train = n->train && !nd->eval, .relu_after = nd->relu_after, .rng = &n->rng};
     for (int j = 0; j < gm_op_ninputs(&nd->op); j++)
         a.x[j] = nd->in[j] < 0 ? n->input_data : n->acts + n->nodes[nd->in[j]].act;
     a.y = n->acts + nd->act;
@@ -464,6 +465,12 @@ size_t gm_net_block_buffer_offset(const gm_net *n, int b) { return n->block_buf[
 int gm_net_nblocks(const gm_net *n) { return n->nblocks; }
 const gm_block *gm_net_block(const gm_net *n, int b) { return &n->blocks[b]; }
 int gm_net_block_parent(const gm_net *n, int b) { return n->block_parent[b]; }
+
+void gm_net_set_block_eval(gm_net *n, int b, int eval)
+{
+    if (b < 0 || b >= n->nblocks) return;
+    for (int k = b ? n->block_last[b - 1] + 1 : 0; k <= n->block_last[b]; k++) n->nodes[k].eval = eval != 0;
+}
 gm_shape gm_net_block_input_shape(const gm_net *n, int b) { return n->block_in[b]; }
 gm_net_memory gm_net_memory_use(const gm_net *n) { return n->mem; }
 gm_backend *gm_net_backend(gm_net *n) { return n->be; }

@@ -97,6 +97,13 @@ gm_status gm_net_time_blocks(gm_net *net, int reps, double *fwd, double *bwd, gm
 
 int gm_net_nblocks(const gm_net *net);
 const gm_block *gm_net_block(const gm_net *net, int b);
+/*
+ * eval = 1: block b runs as at inference even in a training forward (BatchNorm
+ * normalises with its running statistics and leaves them alone, no dropout),
+ * while its parameters still get gradients. Fine-tuning uses it for blocks
+ * whose input is what they were trained on. Default 0.
+ */
+void gm_net_set_block_eval(gm_net *net, int b, int eval);
 /* The block that block b reads: -1 for the net input, else an earlier block. */
 int gm_net_block_parent(const gm_net *net, int b);
 gm_shape gm_net_block_input_shape(const gm_net *net, int b);

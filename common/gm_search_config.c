@@ -26,7 +26,7 @@ void gm_search_defaults(gm_search_config *c)
     c->check_every = 1;
     c->batch = 64;
     c->lr = 1e-3;
-    c->frozen_bn = 1;
+    c->bn = GM_BN_CHANGED;
     c->cosine = 0;
     c->filter_dominance = 1;
     c->filter_curve = 1;
@@ -59,8 +59,11 @@ static gm_status get_choice(const gm_json *o, const char *k, const char *const *
             *v = i;
             return GM_OK;
         }
-    return gm_error_set(err, GM_EINVAL, "%s: finetune.%s: expected \"%s\" or \"%s\", got \"%s\"", path, k, names[0],
-                        names[1], s);
+    char list[128] = "";
+    for (int i = 0; names[i]; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", i ? (names[i + 1] ? ", " : " or ") : "",
+                 names[i]);
+    return gm_error_set(err, GM_EINVAL, "%s: finetune.%s: expected %s, got \"%s\"", path, k, list, s);
 }
 
 static gm_status get_int(const gm_json *o, const char *k, long long lo, long long hi, int *v, gm_error *err)
@@ -148,8 +151,11 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = get_int(sec, "check_every", 1, 10000, &c->check_every, err);
     if (st == GM_OK) st = get_int(sec, "batch", 2, 65536, &c->batch, err);
     if (st == GM_OK) st = gm_json_get_double(sec, "lr", 0, 1e-12, 100.0, &c->lr, err);
-    static const char *const bn_names[] = {"batch", "frozen", NULL}, *const sched_names[] = {"constant", "cosine", NULL};
-    if (st == GM_OK) st = get_choice(sec, "bn", bn_names, &c->frozen_bn, path, err);
+    static const char *const bn_names[] = {"batch", "frozen", "changed", NULL};
+    static const char *const sched_names[] = {"constant", "cosine", NULL};
+    int bn = (int)c->bn;
+    if (st == GM_OK) st = get_choice(sec, "bn", bn_names, &bn, path, err);
+    c->bn = (gm_bn_mode)bn;
     if (st == GM_OK) st = get_choice(sec, "schedule", sched_names, &c->cosine, path, err);
     if (st == GM_OK) st = section(root, "filter", flt_keys, &sec, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "dominance", 0, &c->filter_dominance, err);
@@ -221,7 +227,7 @@ char *gm_search_config_to_json(const gm_search_config *c)
     cJSON_AddNumberToObject(s, "check_every", c->check_every);
     cJSON_AddNumberToObject(s, "batch", c->batch);
     cJSON_AddNumberToObject(s, "lr", c->lr);
-    cJSON_AddStringToObject(s, "bn", c->frozen_bn ? "frozen" : "batch");
+    cJSON_AddStringToObject(s, "bn", c->bn == GM_BN_BATCH ? "batch" : c->bn == GM_BN_FROZEN ? "frozen" : "changed");
     cJSON_AddStringToObject(s, "schedule", c->cosine ? "cosine" : "constant");
     s = obj(r, "filter");
     cJSON_AddBoolToObject(s, "dominance", c->filter_dominance);

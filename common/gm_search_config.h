@@ -13,6 +13,18 @@
 
 typedef enum { GM_POLICY_SA, GM_POLICY_RANDOM } gm_policy;
 
+/*
+ * BatchNorm while fine-tuning (config finetune.bn):
+ * - "batch": batch statistics everywhere (and running averages updated);
+ * - "frozen": running statistics everywhere, as at inference;
+ * - "changed" (default): batch statistics only in blocks whose input a merge
+ *   changed (the re-parented block, what lies below it, new adapters); every
+ *   other block keeps the statistics of the input it was trained on. Merged
+ *   blocks must adapt to features they never saw, while untouched branches must
+ *   not drift toward the statistics of a mixed-dataset batch.
+ */
+typedef enum { GM_BN_BATCH, GM_BN_FROZEN, GM_BN_CHANGED } gm_bn_mode;
+
 typedef struct {
     int nmodels;
     char models[GM_MF_MAX_TASKS][1024];  /* model files, one task each */
@@ -29,7 +41,8 @@ typedef struct {
     long ft_samples, val_samples;
     int ft_epochs, check_every, batch;
     double lr;
-    int frozen_bn, cosine; /* fine-tune: "bn": "frozen"|"batch", "schedule": "cosine"|"constant" */
+    gm_bn_mode bn;         /* finetune.bn */
+    int cosine;            /* finetune.schedule: 1 "cosine", 0 "constant" */
     int filter_dominance, filter_curve;
     int threads;
     int lat_warmup, lat_runs;

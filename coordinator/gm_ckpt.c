@@ -262,7 +262,7 @@ static const column COLUMNS[] = {
     COLUMN(epochs, COL_I32),      COLUMN(location, COL_U64),        COLUMN(topology, COL_U64),
     COLUMN(params, COL_I64),      COLUMN(mflops, COL_F64),          COLUMN(latency_ms, COL_F64),
     COLUMN(base_latency_ms, COL_F64), COLUMN(speedup, COL_F64),     COLUMN(worst_drop, COL_F64),
-    COLUMN(seconds, COL_F64),
+    COLUMN(seconds, COL_F64),     COLUMN(finished_s, COL_F64),
 };
 #undef COLUMN
 enum { NCOLUMNS = sizeof COLUMNS / sizeof COLUMNS[0] };

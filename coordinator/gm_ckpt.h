@@ -69,6 +69,7 @@ typedef struct {
     uint64_t location, topology;
     long long params;
     double mflops, latency_ms, base_latency_ms, speedup, worst_drop, seconds;
+    double finished_s;        /* the sweep's elapsed time (across resumes) when it was recorded */
     double val[GM_MF_MAX_TASKS]; /* NAN where not fine-tuned */
     int enc_len;
     int32_t *enc;             /* owned by the row (malloc) */

@@ -142,7 +142,7 @@ static gm_status check_timeouts(sched *X, gm_error *err)
         if (*tries_of(X, s->job.id) < 2) gm_search_requeue(X->S, s->job.id);
         else {
             char why[128];
-            snprintf(why, sizeof why, "timed out twice (%.0f s each)", X->c->timeout_s);
+            snprintf(why, sizeof why, "timed out twice (%.3g s each)", X->c->timeout_s);
             gm_status st = gm_search_fail(X->S, s->job.id, why, err);
             if (st != GM_OK) return st;
         }

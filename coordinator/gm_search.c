@@ -120,10 +120,10 @@ static void write_row(gm_search *S, const gm_ckpt_cand *r)
     const int n = S->c->nmodels, tuned = r->status == GM_CAND_PASSED || r->status == GM_CAND_FAILED ||
                                          r->status == GM_CAND_ABORTED;
     const char *st = gm_cand_status_name(r->status);
-    fprintf(S->csv, "%d,%d,%d,%s,%d,%016llx,%016llx,%d,%lld,%.3f,%.4f,%.4f,%.3f,%d,%.5f,%.2f", r->id, r->iteration,
-            r->source, st, r->worker, (unsigned long long)r->location, (unsigned long long)r->topology, r->nodes,
-            r->params, r->mflops, r->latency_ms, r->base_latency_ms, r->speedup, r->epochs, r->worst_drop,
-            r->seconds);
+    fprintf(S->csv, "%d,%d,%d,%s,%d,%016llx,%016llx,%d,%lld,%.3f,%.4f,%.4f,%.3f,%d,%.5f,%.2f,%.2f", r->id,
+            r->iteration, r->source, st, r->worker, (unsigned long long)r->location, (unsigned long long)r->topology,
+            r->nodes, r->params, r->mflops, r->latency_ms, r->base_latency_ms, r->speedup, r->epochs, r->worst_drop,
+            r->seconds, r->finished_s);
     for (int t = 0; t < n; t++) fprintf(S->csv, ",%.5f", r->val[t]);
     fputc('\n', S->csv);
     fprintf(S->jsonl, "{\"id\": %d, \"iteration\": %d, \"source\": %d, \"status\": \"%s\", \"worker\": %d, "
@@ -139,14 +139,15 @@ static void write_row(gm_search *S, const gm_ckpt_cand *r)
             fprintf(S->jsonl, "%s\"%s\": %.5f", t ? ", " : "", S->o.models[t]->tasks[0].name, r->val[t]);
         fprintf(S->jsonl, "}, ");
     }
-    fprintf(S->jsonl, "\"seconds\": %.2f}\n", r->seconds);
+    fprintf(S->jsonl, "\"seconds\": %.2f, \"finished_s\": %.2f}\n", r->seconds, r->finished_s);
     fflush(S->csv);
     fflush(S->jsonl);
 }
 
-static void announce(gm_search *S, const gm_ckpt_cand *r, const char *error)
+static void announce(gm_search *S, gm_ckpt_cand *r, const char *error)
 {
     S->done++;
+    r->finished_s = gm_search_elapsed(S);
     if (S->csv) write_row(S, r);
     if (!S->o.progress) return;
     const int tuned = r->status == GM_CAND_PASSED || r->status == GM_CAND_FAILED || r->status == GM_CAND_ABORTED;
@@ -168,7 +169,7 @@ static gm_status open_logs(gm_search *S, gm_error *err)
     S->jsonl = S->csv ? open_out(S, "candidates.jsonl", err) : NULL;
     if (!S->csv || !S->jsonl) return GM_EIO;
     fprintf(S->csv, "id,iteration,source,status,worker,location,topology,nodes,params,mflops,latency_ms,"
-                    "base_latency_ms,speedup,epochs,worst_drop,seconds");
+                    "base_latency_ms,speedup,epochs,worst_drop,seconds,finished_s");
     for (int t = 0; t < S->c->nmodels; t++) fprintf(S->csv, ",val_%s", S->o.models[t]->tasks[0].name);
     fputc('\n', S->csv);
     return GM_OK;
@@ -306,6 +307,7 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
     while (S->nqueue > 0) {
         gm_ckpt_cand *r = &S->rows[S->queue[0]];
         memmove(S->queue, S->queue + 1, sizeof(int) * (size_t)--S->nqueue);
+        if (r->status != GM_CAND_PENDING) continue; /* its first dispatch answered after all */
         int lost;
         gm_status st = fill_job(S, r, job, &lost, err);
         if (st != GM_OK) return st;

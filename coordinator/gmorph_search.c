@@ -159,6 +159,16 @@ static gm_status resolve_config(const args *a, gm_search_config *cfg, gm_ckpt *c
     gm_status st;
     if (a->resume) {
         st = gm_ckpt_load(a->resume, ck, err);
+        char prev[4200];
+        snprintf(prev, sizeof prev, "%s.prev", a->resume);
+        FILE *f = st != GM_OK ? fopen(prev, "rb") : NULL;
+        if (f) { /* point at the one before, which the atomic save kept */
+            fclose(f);
+            size_t n = strlen(err->msg);
+            if (n + strlen(prev) + 48 < sizeof err->msg)
+                snprintf(err->msg + n, sizeof err->msg - n, " (the previous checkpoint is %.*s: --resume it)",
+                         (int)(sizeof err->msg - n - 48), prev);
+        }
         if (st == GM_OK) st = gm_search_config_parse(cfg, ck->config, a->resume, err);
         /* The run folder is where the checkpoint is: a moved or copied folder resumes in place. */
         const char *slash = strrchr(a->resume, '/');

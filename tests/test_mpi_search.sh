@@ -6,6 +6,7 @@
 # - a 3-rank sweep killed with SIGKILL in the middle resumes from its
 #   checkpoint, trains no candidate the checkpoint had finished, and ends with
 #   the uninterrupted run's table and best;
+# - a candidate past its time-out is dispatched once more, then failed;
 # - a truncated checkpoint is refused with a message naming it, and the previous
 #   one (search.h5.prev) still resumes.
 # Usage: test_mpi_search.sh GMORPH GMORPH_SEARCH MPIEXEC
@@ -38,7 +39,7 @@ cat >"$tmp/search.json" <<EOF
 EOF
 
 # The table without what depends on timing or placement (worker, latency, seconds), id order.
-table() { cut -d, -f1-4,6-10,14,15,17- "$1/candidates.csv" | sort -t, -k1,1n; }
+table() { cut -d, -f1-4,6-10,14,15,18- "$1/candidates.csv" | sort -t, -k1,1n; }
 best() { sed -n 's/.*(candidate \([0-9-]*\)).*/\1/p' "$1/summary.md"; }
 same() { # name run_a run_b
     if [ -s "$2/candidates.csv" ] && [ -s "$3/candidates.csv" ] && [ -n "$(best "$2")" ] &&
@@ -67,6 +68,13 @@ $mpi -np 5 "$gs" --config "$tmp/search.json" --out "$tmp/r5g" --group-size 2 2>"
 $mpi -np 4 "$gs" --config "$tmp/search.json" --out "$tmp/x" --group-size 2 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ] && grep -q "do not split into groups of 2" "$tmp/err" && ok "ranks that do not split refused" \
     || { bad "uneven groups"; cat "$tmp/err"; }
+
+# ---- time-outs: a candidate past --timeout goes to another group once, then fails ------
+sed 's/"deterministic": true/"deterministic": false/' "$tmp/search.json" >"$tmp/async.json"
+$mpi -np 5 "$gs" --config "$tmp/async.json" --out "$tmp/rt" --iterations 2 --timeout 0.05 2>"$tmp/rt.err" >/dev/null
+rc=$?
+[ $rc -eq 0 ] && grep -q "timed out twice" "$tmp/rt.err" && ! grep -q pending "$tmp/rt/candidates.csv" &&
+    ok "time-outs: dispatched again, then failed; the sweep ends" || { bad "time-outs (exit $rc)"; cat "$tmp/rt.err"; }
 
 # ---- SIGKILL in the middle, then resume ------------------------------------------------
 finished() { # ids the checkpoint holds as finished (status != 0, pending)

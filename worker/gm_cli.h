@@ -36,5 +36,6 @@ int gm_cmd_data(int argc, char **argv);
 int gm_cmd_train(int argc, char **argv);
 int gm_cmd_eval(int argc, char **argv);
 int gm_cmd_zoo(int argc, char **argv);
+int gm_cmd_report(int argc, char **argv);
 
 #endif

@@ -86,8 +86,34 @@ gm_status gm_worker_baseline(gm_worker *w, double *ms, gm_error *err)
     return gm_measure_latency_seq(w->base, c->nmodels, c->lat_warmup, c->lat_runs, ms, err);
 }
 
+/*
+ * same[i] = 1 when node i reads what its weights were trained on: the parent it
+ * had at its weight source (the original model's previous layer, or its parent
+ * in the source elite), and that parent reads the same, up to the input.
+ * Merges change the input of the re-parented node and of all below it; new
+ * adapters have no past.
+ */
+static void unchanged_inputs(const gm_fgraph *g, const gm_job *job, int *same)
+{
+    for (int i = 0; i < g->nnodes; i++) {
+        const gm_fnode *nd = &g->nodes[i];
+        const int p = nd->parent;
+        int ok = p < 0 || same[p];
+        if (nd->w.elite < 0 && nd->model < 0) ok = 0;
+        else if (nd->w.elite < 0)
+            ok = ok && (p < 0 ? nd->layer == 0
+                              : g->nodes[p].w.elite < 0 && g->nodes[p].model == nd->model &&
+                                    g->nodes[p].layer == nd->layer - 1);
+        else {
+            const int want = job->source >= 0 && nd->w.node < job->src.nblocks ? job->src.parent[nd->w.node] : -2;
+            ok = ok && (p < 0 ? want == -1 : g->nodes[p].w.elite == nd->w.elite && g->nodes[p].w.node == want);
+        }
+        same[i] = ok;
+    }
+}
+
 /* Assembles the candidate's model: structure from its encoding, weights from the originals or its source elite. */
-static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, gm_error *err)
+static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, int *same, gm_error *err)
 {
     const gm_search_config *c = w->o.config;
     gm_fgraph *g = malloc(sizeof *g);
@@ -96,6 +122,7 @@ static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, gm_error *e
     const gm_mfile *src = &job->src;
     gm_wstore store = {c->nmodels, w->mptr, job->source >= 0, &job->source, &src};
     if (st == GM_OK) st = gm_fgraph_to_mfile(g, &store, c->seed + (uint64_t)job->id, m, err);
+    if (st == GM_OK) unchanged_inputs(g, job, same);
     free(g);
     return st;
 }
@@ -107,16 +134,18 @@ gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error 
     r->id = job->id;
     gm_mfile m = {0};
     gm_net *net = NULL;
-    gm_status st = build(w, job, &m, err);
+    int same[GM_FG_MAX_NODES];
+    gm_status st = build(w, job, &m, same, err);
     gm_net_desc desc = gm_mfile_desc(&m);
     if (st == GM_OK)
         st = gm_net_create(&net, w->be, &desc, c->batch > GM_FT_EVAL_BATCH ? c->batch : GM_FT_EVAL_BATCH,
                            c->seed + (uint64_t)job->id, err);
     if (st == GM_OK) st = gm_mfile_to_net(&m, net, err);
+    for (int b = 0; st == GM_OK && c->bn == GM_BN_CHANGED && b < m.nblocks; b++) gm_net_set_block_eval(net, b, same[b]);
     int heads[GM_MF_MAX_TASKS];
     for (int t = 0; t < m.ntasks; t++) heads[t] = m.tasks[t].head;
     gm_ft_opts o = {.max_epochs = c->ft_epochs, .check_every = c->check_every, .batch = c->batch,
-                    .lr = (float)c->lr, .frozen_bn = c->frozen_bn, .cosine = c->cosine,
+                    .lr = (float)c->lr, .frozen_bn = c->bn == GM_BN_FROZEN, .cosine = c->cosine,
                     .threshold = c->threshold, .seed = c->seed + (uint64_t)job->id,
                     .abort_check = c->filter_curve ? w->o.abort_check : NULL, .group = w->o.group,
                     .stop = w->o.stop};

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"train", "train a single-task model on a dataset task", gm_cmd_train},
     {"eval", "accuracy and batch-1 latency of a model file", gm_cmd_eval},
     {"zoo", "build a benchmark's datasets and models from its config", gm_cmd_zoo},
+    {"report", "an HTML and Markdown report of a search's run folder", gm_cmd_report},
 };
 
 static void usage(FILE *f)
