@@ -26,7 +26,7 @@ void gm_search_defaults(gm_search_config *c)
     c->check_every = 1;
     c->batch = 64;
     c->lr = 1e-3;
-    c->bn = GM_BN_CHANGED;
+    c->bn = GM_BN_BATCH;
     c->cosine = 0;
     c->filter_dominance = 1;
     c->filter_curve = 1;

@@ -15,13 +15,15 @@ typedef enum { GM_POLICY_SA, GM_POLICY_RANDOM } gm_policy;
 
 /*
  * BatchNorm while fine-tuning (config finetune.bn):
- * - "batch": batch statistics everywhere (and running averages updated);
- * - "frozen": running statistics everywhere, as at inference;
- * - "changed" (default): batch statistics only in blocks whose input a merge
- *   changed (the re-parented block, what lies below it, new adapters); every
- *   other block keeps the statistics of the input it was trained on. Merged
- *   blocks must adapt to features they never saw, while untouched branches must
- *   not drift toward the statistics of a mixed-dataset batch.
+ * - "batch" (default, GMorph's: PyTorch's train mode): batch statistics
+ *   everywhere, running averages updated;
+ * - "frozen": running statistics everywhere, as at inference. For tasks from
+ *   different datasets (B1): batch statistics of the mixed distillation batches
+ *   move every branch, even those no merge touched;
+ * - "changed": batch statistics only in blocks whose input a merge changed
+ *   (the re-parented block, what lies below it, new adapters); the others keep
+ *   the statistics of the input they were trained on.
+ * results/search.md compares them on B1 and B2.
  */
 typedef enum { GM_BN_BATCH, GM_BN_FROZEN, GM_BN_CHANGED } gm_bn_mode;
 

@@ -1,10 +1,12 @@
 #!/bin/sh
-# Builds gmorph and runs the main job on the default data. Until the fusion
-# search lands, the main job builds the task zoo the search starts from:
-# benchmark B1 (Multi-Fashion left/right and Fashion-MNIST on a 36x36 canvas,
-# three VGG-13-style models) into zoo/b1/, with a summary in zoo/b1/zoo.md.
-# Extra arguments go to 'gmorph zoo' (for example --scale 0.1 --epochs 1 for a
-# quick look). Rerunning it keeps what exists and resumes an interrupted model.
+# Builds gmorph and runs the main job on the default data: the task zoo of
+# benchmark B2 (four Sprites models: VGG-11, VGG-13, ResNet-10, ResNet-18 reading
+# one 3x32x32 image) into zoo/b2/, then a demo fusion search over it (at most
+# 8 minutes of proposing: coordinator/configs/demo.json) into runs/demo/, and its
+# report (runs/demo/report.html, report.md). Rerunning keeps the zoo and models
+# that exist; the search starts over (or continue it: build/gmorph-search
+# --resume runs/demo/search.h5). Under mpirun the same search spreads over
+# worker ranks: see coordinator/README.md.
 set -eu
 cd "$(dirname "$0")/.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
@@ -12,4 +14,7 @@ cmake --build build -j "$(nproc 2>/dev/null || echo 2)"
 # Passive OpenMP waiting: on a shared node, spinning threads that lose their core
 # to another process slow training down many times over.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-exec build/gmorph zoo datasets/zoo/b1.json --out zoo/b1 "$@"
+build/gmorph zoo datasets/zoo/b2.json --out zoo/b2 "$@"
+rm -rf runs/demo
+build/gmorph-search --config coordinator/configs/demo.json
+build/gmorph report runs/demo

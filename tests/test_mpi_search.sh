@@ -6,6 +6,7 @@
 # - a 3-rank sweep killed with SIGKILL in the middle resumes from its
 #   checkpoint, trains no candidate the checkpoint had finished, and ends with
 #   the uninterrupted run's table and best;
+# - when a worker rank is killed, the job ends and its checkpoint resumes;
 # - a candidate past its time-out is dispatched once more, then failed;
 # - a truncated checkpoint is refused with a message naming it, and the previous
 #   one (search.h5.prev) still resumes.
@@ -32,7 +33,7 @@ cat >"$tmp/search.json" <<EOF
 {
   "models": ["$tmp/colour.h5", "$tmp/scale.h5", "$tmp/shape.h5"],
   "threshold": 0.1, "iterations": 10, "seed": 3, "threads": 1,
-  "finetune": {"samples": 2048, "val_samples": 256, "epochs": 6, "batch": 32, "lr": 0.003},
+  "finetune": {"samples": 2048, "val_samples": 256, "epochs": 6, "batch": 32, "lr": 0.003, "bn": "frozen"},
   "filter": {"curve": false}, "latency": {"warmup": 2, "runs": 10},
   "run": {"deterministic": true, "round": 4, "checkpoint_every": 1}
 }
@@ -103,6 +104,23 @@ again=$(comm -12 "$tmp/db" "$tmp/ta" | wc -l)
 [ "$again" -eq 0 ] && [ -s "$tmp/trained_after" ] && ok "no finished candidate trained again" \
     || { bad "$again finished candidates trained again"; cat "$tmp/rk2.err"; }
 same "resumed sweep equals the uninterrupted one" "$tmp/r1" "$tmp/rk"
+
+# ---- one worker rank dies: Open MPI ends the job, the checkpoint resumes ------------
+$mpi -np 3 "$gs" --config "$tmp/async.json" --out "$tmp/rd" >/dev/null 2>"$tmp/rd.err" &
+pid=$!
+n=0
+while [ "$n" -lt 2 ] && kill -0 "$pid" 2>/dev/null; do
+    sleep 0.2
+    [ -f "$tmp/rd/search.h5" ] && n=$(finished "$tmp/rd/search.h5" | wc -l)
+done
+worker=$(pgrep -f -- "--out $tmp/rd" | while read -r p; do
+    case "$(cat /proc/"$p"/cmdline 2>/dev/null | tr '\0' ' ')" in "$gs"*) echo "$p" ;; esac; done | tail -1)
+[ -n "$worker" ] && kill -9 "$worker"
+wait "$pid"
+rc=$?
+[ $rc -ne 0 ] && ok "a dead worker rank ends the job (exit $rc)" || bad "a dead worker rank: exit $rc"
+$mpi -np 3 "$gs" --resume "$tmp/rd/search.h5" >/dev/null 2>"$tmp/err" && ! grep -q pending "$tmp/rd/candidates.csv" &&
+    [ "$(table "$tmp/rd" | wc -l)" -ge 10 ] && ok "its checkpoint resumes and the sweep finishes" || { bad "resume after a dead rank"; cat "$tmp/err"; }
 
 # ---- a damaged checkpoint --------------------------------------------------------------
 cp -r "$tmp/rk" "$tmp/rc" || bad "no run folder to damage"

@@ -6,7 +6,7 @@
  * RUN/report-*.svg:
  *   the search's settings and candidates by status; accuracy per task before
  *   and after; latency of the originals one after the other against the best;
- *   the best speed-up so far against (approximate) wall time and candidates
+ *   the best speed-up so far against wall time and candidates
  *   trained; every fine-tuned candidate's latency against its worst drop with
  *   the Pareto front; the best fused graph as a tree, and the layers of the
  *   originals it skipped.
@@ -396,7 +396,7 @@ static void doc_figure(doc *d, const figure *f)
 /* ---- the figures ---------------------------------------------------------------------- */
 
 typedef struct {
-    double t, n, speedup;   /* wall-time proxy, candidates trained, the best's speed-up */
+    double t, n, speedup;   /* wall time, candidates trained, the best's speed-up */
     int id;
 } best_step;
 
@@ -434,49 +434,62 @@ static void progress_panel(gm_svg_buf *b, const best_step *s, int ns, double xen
     }
 }
 
-/* Plot 1: the best so far, by the search's own rule, in id order. */
+/* (a, b) pairs of doubles: by a, then b. */
+static int by_pair(const void *a, const void *b)
+{
+    const double *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+/*
+ * Plot 1: the best so far by the search's own rule (gm_search's update_best),
+ * replayed in the order results were recorded: by finished_s, the sweep's
+ * elapsed time when each finished.
+ */
 static gm_status fig_progress(report *R, figure *F, gm_error *err)
 {
     const gm_ckpt *ck = &R->ck;
     best_step *s = malloc(sizeof *s * (size_t)(ck->ncand + 1));
-    if (!s) return gm_error_set(err, GM_ENOMEM, "out of memory");
-    int ns = 0, trained = 0;
-    double t = 0, key = 0;
+    double *order = malloc(sizeof *order * 2 * (size_t)(ck->ncand + 1));
+    if (!s || !order) {
+        free(s);
+        free(order);
+        return gm_error_set(err, GM_ENOMEM, "out of memory");
+    }
+    int n = 0, ns = 0, trained = 0;
     for (int i = 0; i < ck->ncand; i++) {
-        const gm_ckpt_cand *r = &ck->cand[i];
-        if (r->status == GM_CAND_PENDING) continue;
-        t += isfinite(r->seconds) && r->seconds > 0 ? r->seconds : 0;
+        if (ck->cand[i].status == GM_CAND_PENDING) continue;
+        order[2 * n] = isfinite(ck->cand[i].finished_s) ? ck->cand[i].finished_s : 0;
+        order[2 * n++ + 1] = i;
+    }
+    qsort(order, (size_t)n, 2 * sizeof *order, by_pair);
+    double key = 0, tend = isfinite(ck->elapsed_s) ? ck->elapsed_s : 0;
+    for (int j = 0; j < n; j++) {
+        const gm_ckpt_cand *r = &ck->cand[(int)order[2 * j + 1]];
         trained += tuned(r);
+        tend = fmax(tend, order[2 * j]);
         double k = R->cfg.deterministic ? -r->mflops : r->speedup;
         if (r->status != GM_CAND_PASSED || !isfinite(r->speedup) || (ns > 0 && !(k > key))) continue;
         key = k;
-        s[ns++] = (best_step){.t = t, .n = trained, .speedup = r->speedup, .id = r->id};
+        s[ns++] = (best_step){.t = order[2 * j], .n = trained, .speedup = r->speedup, .id = r->id};
     }
-    const double scale = t > 7200 ? 3600 : t > 300 ? 60 : 1;
-    const char *unit = scale == 3600 ? "h" : scale == 60 ? "min" : "s";
+    const double scale = tend > 7200 ? 3600 : tend > 300 ? 60 : 1;
     char xl[96];
-    snprintf(xl, sizeof xl, "fine-tune time, summed in id order (%s)", unit);
+    snprintf(xl, sizeof xl, "wall time (%s)", scale == 3600 ? "h" : scale == 60 ? "min" : "s");
     gm_svg_begin(&F->svg, 920, 320, "best speed-up so far");
-    progress_panel(&F->svg, s, ns, t, scale, 0, 80, xl, "against wall time (approximate)");
+    progress_panel(&F->svg, s, ns, tend, scale, 0, 80, xl, "against wall time");
     progress_panel(&F->svg, s, ns, trained > 0 ? trained : 1, 1, 1, 540, "candidates trained (passed, failed, aborted)",
                    "against candidates trained");
     gm_svg_end(&F->svg);
     F->drawn = 1;
     snprintf(F->caption, sizeof F->caption,
              "The best candidate's speed-up over the originals run one after the other, each time a better one "
-             "passed (%s), in candidate id order: %d improvements. Wall time is approximated by the sum of every "
-             "candidate's fine-tune seconds in id order (%.0f s in all; the sweep's own wall time, %.0f s, is less "
-             "when several worker groups train at once). The dashed line is 1x.",
-             R->cfg.deterministic ? "deterministic mode: fewest FLOPs" : "highest measured speed-up", ns, t,
-             ck->elapsed_s);
+             "passed (%s): %d improvements, replayed in the order results came in. Wall time is the sweep's elapsed "
+             "time when each candidate finished (finished_s, across resumes; %.0f s in all). The dashed line is 1x.",
+             R->cfg.deterministic ? "deterministic mode: fewest FLOPs" : "highest measured speed-up", ns, tend);
     free(s);
+    free(order);
     return GM_OK;
-}
-
-static int by_drop(const void *a, const void *b)
-{
-    const double *x = a, *y = b; /* (drop, latency) pairs */
-    return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
 /* The Pareto front (lowest latency at or below each drop) as a step line from the sorted pairs. */
@@ -535,14 +548,14 @@ static gm_status fig_pareto(report *R, figure *F, gm_error *err)
         n++;
     }
     if (n == 0) ylo = yhi = 1;
-    qsort(p, (size_t)n, 2 * sizeof *p, by_drop);
+    qsort(p, (size_t)n, 2 * sizeof *p, by_pair); /* (drop, latency) */
     gm_svg_buf *b = &F->svg;
     gm_svg_frame f = {.left = 80, .top = 20, .width = 560, .height = 320};
     gm_svg_frame_fit(&f, xlo, xhi, ylo, yhi);
     gm_svg_begin(b, 880, 400, "latency against worst-task accuracy drop");
     gm_svg_axes(b, &f, "worst task's validation accuracy drop (points)", "batch-1 latency (ms)");
-    double tx = gm_svg_px(&f, thr);
-    gm_svg_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"1.5\" "
+    double tx = round(gm_svg_px(&f, thr)); /* on a pixel edge: a crisp line, not a blur */
+    gm_svg_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\" "
                      "stroke-dasharray=\"6 4\"/>\n", tx, f.top, tx, f.top + f.height, THRESHOLD_COLOUR);
     if (n > 0) pareto_line(b, &f, p, n);
     pareto_points(R, b, &f);
@@ -825,7 +838,7 @@ static void sec_latency(report *R, doc *d, table *t)
     cellf(t, -1, 3, "parameters");
     t->numeric[1] = t->numeric[2] = t->numeric[3] = 1;
     double bl = b ? b->base_latency_ms : NAN, fl = b ? b->latency_ms : NAN, fm = b ? b->mflops : NAN;
-    double fp = b ? (double)b->params : NAN, op = R->nloaded ? (double)R->orig_params : NAN;
+    double fp = b ? (double)b->params : NAN, op = isfinite(R->orig_mflops) ? (double)R->orig_params : NAN;
     cellf(t, 0, 0, "originals, one after the other");
     cellf(t, 0, 1, "%s", num(s[0], 32, bl, 3, ""));
     cellf(t, 0, 2, "%s", num(s[1], 32, R->orig_mflops, 3, ""));
@@ -939,9 +952,13 @@ static gm_status write_outputs(report *R, gm_error *err)
     gm_status st = fig_progress(R, &R->fig[FIG_PROGRESS], err);
     if (st == GM_OK) st = fig_pareto(R, &R->fig[FIG_PARETO], err);
     if (st == GM_OK) st = fig_graph(R, &R->fig[FIG_GRAPH], err);
-    for (int k = 0; st == GM_OK && k < NFIGS; k++)
+    for (int k = 0; st == GM_OK && k < NFIGS; k++) {
+        char old[PATH_CAP + 64];
+        snprintf(old, sizeof old, "%s/%s", R->run, files[k]);
         if (R->fig[k].drawn)
             st = write_file(R->run, files[k], "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n", &R->fig[k].svg, err);
+        else remove(old); /* an earlier report's drawing would contradict this one */
+    }
     table *t = malloc(sizeof *t);
     gm_svg_buf html = {0}, md = {0};
     if (st == GM_OK && !t) st = gm_error_set(err, GM_ENOMEM, "out of memory");

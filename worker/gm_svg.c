@@ -87,8 +87,9 @@ static void fit_axis(double lo, double hi, double *a, double *b, double *step)
         lo = hi;
         hi = t;
     }
+    if (lo == 0 && hi == 0) hi = 1;
     if (hi - lo < 1e-12 * (fabs(lo) + fabs(hi)) || hi - lo < 1e-300) {
-        double pad = lo != 0 ? 0.1 * fabs(lo) : 0.5;
+        double pad = 0.1 * fabs(lo);
         lo -= pad;
         hi += pad;
     }

@@ -47,8 +47,8 @@ typedef struct {
 /*
  * Sets the ranges to cover [xlo, xhi] x [ylo, yhi], widened outwards to
  * multiples of round tick steps (1, 2 or 5 times a power of ten, about five
- * ticks per axis). An empty or non-finite range becomes a small one around
- * its value (or [0, 1]).
+ * ticks per axis). An empty range becomes its value +-10% ([0, 1] for 0, or
+ * for a non-finite range).
  */
 void gm_svg_frame_fit(gm_svg_frame *f, double xlo, double xhi, double ylo, double yhi);
 /* Pixel coordinates of data x and y. */
