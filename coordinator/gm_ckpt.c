@@ -590,6 +590,10 @@ static gm_status read_columns(hid_t g, gm_ckpt *c, void *buf, const char *file, 
     gm_error e;
     hsize_t dims[2] = {(hsize_t)n, (hsize_t)nt};
     for (int k = 0; k < NCOLUMNS; k++) {
+        if (!strcmp(COLUMNS[k].name, "finished_s") && H5Lexists(g, "finished_s", H5P_DEFAULT) <= 0) {
+            for (int i = 0; i < n; i++) c->cand[i].finished_s = NAN; /* written before the column existed */
+            continue;
+        }
         if (gm_h5_read(g, COLUMNS[k].name, col_type(COLUMNS[k].kind), 1, dims, buf, &e) != GM_OK)
             return wrap(err, &e, file, "candidates");
         scatter(&COLUMNS[k], c->cand, n, buf);

@@ -496,6 +496,32 @@ static gm_status test_accuracy(gm_search *S, gm_backend *be, const gm_mfile *m, 
     return st;
 }
 
+/*
+ * The best was chosen as the highest of many noisy ratios, so its own is biased
+ * upward: time it again against the originals, alternately, with three times
+ * the runs, and report that.
+ */
+static gm_status retime_best(gm_search *S, gm_backend *be, gm_search_summary *s, gm_error *err)
+{
+    const gm_search_config *c = S->c;
+    gm_net *net = NULL, *base[GM_MF_MAX_TASKS] = {0};
+    gm_net_desc d = gm_mfile_desc(&S->best);
+    gm_status st = gm_net_create(&net, be, &d, 1, 1, err);
+    if (st == GM_OK) st = gm_mfile_to_net(&S->best, net, err);
+    for (int t = 0; st == GM_OK && t < c->nmodels; t++) {
+        gm_net_desc bd = gm_mfile_desc(S->o.models[t]);
+        st = gm_net_create(&base[t], be, &bd, 1, 1, err);
+        if (st == GM_OK) st = gm_mfile_to_net(S->o.models[t], base[t], err);
+    }
+    if (st == GM_OK)
+        st = gm_measure_latency_pair(net, base, c->nmodels, c->lat_warmup, 3 * c->lat_runs, &s->best_latency_ms,
+                                     &s->best_base_ms, err);
+    if (st == GM_OK) s->speedup = s->best_base_ms / s->best_latency_ms;
+    for (int t = 0; t < c->nmodels; t++) gm_net_free(base[t]);
+    gm_net_free(net);
+    return st;
+}
+
 static gm_status write_summary(gm_search *S, const gm_search_summary *s, gm_error *err)
 {
     const gm_search_config *c = S->c;
@@ -504,9 +530,10 @@ static gm_status write_summary(gm_search *S, const gm_search_summary *s, gm_erro
     fprintf(f, "# gmorph search\n\npolicy %s, threshold %.3f, %d iterations, seed %llu%s\n\n",
             c->policy == GM_POLICY_SA ? "sa" : "random", c->threshold, c->iterations, (unsigned long long)c->seed,
             c->deterministic ? ", deterministic (best = fewest FLOPs)" : "");
-    fprintf(f, "- originals one after the other: %.3f ms at the start; best fused: %.3f ms against %.3f ms for the "
-               "originals measured alternately with it: speed-up %.2fx (candidate %d)\n",
-            s->base_latency_ms, s->best_latency_ms, s->best_base_ms, s->speedup, s->best_id);
+    fprintf(f, "- originals one after the other: %.3f ms at the start; best fused: speed-up %.2fx (candidate %d) "
+               "when the search timed it; timed again at the end, alternately with the originals: %.3f ms against "
+               "%.3f ms, **%.2fx**\n",
+            s->base_latency_ms, s->found_speedup, s->best_id, s->best_latency_ms, s->best_base_ms, s->speedup);
     fprintf(f, "- candidates %d: passed %d, failed %d, aborted %d, filtered %d, duplicates %d; %ld fine-tune epochs; "
                "%.0f s wall%s\n\n", s->candidates, s->passed, s->failed, s->aborted, s->filtered, s->duplicates,
             s->ft_epochs, s->wall_s, s->interrupted ? " (stopped early)" : "");
@@ -528,7 +555,7 @@ gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, 
     s->interrupted = interrupted;
     s->base_latency_ms = S->o.base_latency_ms;
     s->best_id = S->best_id;
-    s->best_latency_ms = s->best_base_ms = s->speedup = NAN;
+    s->best_latency_ms = s->best_base_ms = s->speedup = s->found_speedup = NAN;
     for (int t = 0; t < c->nmodels; t++) {
         snprintf(s->task[t], sizeof s->task[t], "%s", S->o.models[t]->tasks[0].name);
         s->orig_val[t] = S->o.orig_val[t];
@@ -549,7 +576,7 @@ gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, 
         const gm_ckpt_cand *b = &S->rows[S->best_id];
         s->best_latency_ms = b->latency_ms;
         s->best_base_ms = b->base_latency_ms;
-        s->speedup = b->speedup;
+        s->speedup = s->found_speedup = b->speedup;
         memcpy(s->best_val, b->val, sizeof(double) * (size_t)c->nmodels);
     }
     gm_backend *be = NULL;
@@ -559,6 +586,7 @@ gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, 
         st = test_accuracy(S, be, S->o.models[t], acc, err);
         s->orig_test[t] = acc[t];
     }
+    if (st == GM_OK && S->best_id >= 0) st = retime_best(S, be, s, err);
     if (st == GM_OK && S->best_id >= 0) {
         st = test_accuracy(S, be, &S->best, s->best_test, err);
         for (int t = 0; st == GM_OK && t < s->ntasks; t++) S->best.tasks[t].test_accuracy = s->best_test[t];

@@ -55,7 +55,9 @@ typedef struct {
     int ntasks;
     char task[GM_MF_MAX_TASKS][64];
     double base_latency_ms;  /* the originals one after the other, at the start */
-    double best_latency_ms, best_base_ms, speedup; /* the best, against the originals timed with it */
+    double best_latency_ms, best_base_ms, speedup; /* the best, timed again at the end alternately with the
+                                                      originals (3x the runs) */
+    double found_speedup;    /* its speed-up when the search measured it (biased up: the max of noisy ratios) */
     int candidates, passed, failed, aborted, filtered, duplicates, best_id;
     long ft_epochs;          /* fine-tune epochs spent in all */
     double orig_val[GM_MF_MAX_TASKS], best_val[GM_MF_MAX_TASKS];
