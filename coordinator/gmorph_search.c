@@ -309,6 +309,18 @@ static int coordinator_main(const gm_search_config *cfg, const args *a, const gm
 
 int main(int argc, char **argv)
 {
+    /*
+     * Before MPI_Init: a SIGUSR1 or SIGTERM that lands during start-up (a short
+     * Slurm job, scancel -s USR1) must not kill a rank with the default action.
+     * Rank 0 keeps these flag handlers; workers ignore the signals below.
+     */
+    struct sigaction sa = {0};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_save;
+    sigaction(SIGUSR1, &sa, NULL);
     MPI_Init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -337,15 +349,7 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return st != GM_OK ? gm_cli_exit_code(st) : GM_EXIT_FAIL;
     }
-    struct sigaction sa = {0};
-    sigemptyset(&sa.sa_mask);
-    if (rank == 0) {
-        sa.sa_handler = on_stop;
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
-        sa.sa_handler = on_save;
-        sigaction(SIGUSR1, &sa, NULL);
-    } else {
+    if (rank != 0) {
         /* Workers leave shutdown to the coordinator, which checkpoints first. */
         sa.sa_handler = SIG_IGN;
         sigaction(SIGINT, &sa, NULL);

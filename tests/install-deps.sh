@@ -12,5 +12,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config ca-certificates \
     libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-openmpi-dev hdf5-tools \
-    libcmocka-dev libcjson-dev zlib1g-dev dataset-fashion-mnist >/dev/null
+    libcmocka-dev libcjson-dev zlib1g-dev dataset-fashion-mnist chromium slurm-wlm munge >/dev/null
 echo "tests/install-deps.sh: build dependencies installed"
