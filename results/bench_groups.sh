@@ -12,12 +12,7 @@ export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader OMP_WAIT_POLICY=passive OPENBLAS
 mpi="mpirun --allow-run-as-root --oversubscribe"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$build/gmorph" data sprites --out "$tmp/sprites.h5" --size 16 --train 2048 --val 512 --test 512 >/dev/null 2>&1
-for spec in "colour vgg11 1" "scale vgg11 2" "shape resnet8 3"; do
-    set -- $spec
-    "$build/gmorph" train --data "$tmp/sprites.h5" --task "$1" --arch "$2" --widths 8,16 --epochs 4 --batch 32 \
-        --lr 0.003 --seed "$3" --threads 1 --out "$tmp/$1.h5" --quiet >/dev/null 2>&1
-done
+"$(dirname "$0")/../tests/tiny-zoo.sh" "$build/gmorph" "$tmp"
 cat >"$tmp/search.json" <<EOF
 {
   "models": ["$tmp/colour.h5", "$tmp/scale.h5", "$tmp/shape.h5"],

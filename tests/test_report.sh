@@ -20,12 +20,7 @@ ok() { echo "ok   $1"; }
 bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 
 # ---- a tiny zoo and sweep, as in test_mpi_search.sh --------------------------------------
-"$gm" data sprites --out "$tmp/sprites.h5" --size 16 --train 2048 --val 512 --test 512 >/dev/null || exit 1
-for spec in "colour vgg11 1" "scale vgg11 2" "shape resnet8 3"; do
-    set -- $spec
-    "$gm" train --data "$tmp/sprites.h5" --task "$1" --arch "$2" --widths 8,16 --epochs 4 --batch 32 --lr 0.003 \
-        --seed "$3" --threads 1 --out "$tmp/$1.h5" --quiet >/dev/null 2>&1 || { echo "training $1 failed"; exit 1; }
-done
+"$(dirname "$0")/tiny-zoo.sh" "$gm" "$tmp" || exit 1
 cat >"$tmp/search.json" <<EOF
 {
   "models": ["$tmp/colour.h5", "$tmp/scale.h5", "$tmp/shape.h5"],
