@@ -31,6 +31,8 @@ typedef struct {
     int since_ckpt;    /* results since the last checkpoint */
     sig_atomic_t saves_seen;
     /* deterministic mode: results held until their round is complete, id order */
+    const gm_job *round; /* the round's jobs (their ids say which results belong to it) */
+    int nround;
     gm_result *held;
     char (*held_error)[512];
     int *held_worker, nheld;
@@ -130,6 +132,29 @@ static void nap(void)
     nanosleep(&ts, NULL);
 }
 
+/* Deterministic mode: does id belong to the round, and is a result for it held already? */
+static int in_round(const sched *X, int id)
+{
+    for (int k = 0; k < X->nround; k++)
+        if (X->round[k].id == id) return 1;
+    return 0;
+}
+
+static int held(const sched *X, int id)
+{
+    for (int k = 0; k < X->nheld; k++)
+        if (X->held[k].id == id) return 1;
+    return 0;
+}
+
+static void hold(sched *X, gm_result *r, const char *error, int worker)
+{
+    X->held[X->nheld] = *r;
+    snprintf(X->held_error[X->nheld], sizeof X->held_error[0], "%s", error);
+    X->held_worker[X->nheld++] = worker;
+    memset(r, 0, sizeof *r);
+}
+
 /* Time-outs: dispatch again once (via the queue), then fail. */
 static gm_status check_timeouts(sched *X, gm_error *err)
 {
@@ -143,6 +168,11 @@ static gm_status check_timeouts(sched *X, gm_error *err)
         else {
             char why[128];
             snprintf(why, sizeof why, "timed out twice (%.3g s each)", X->c->timeout_s);
+            if (X->c->deterministic) { /* failed in its turn, with the rest of the round */
+                gm_result f = {.id = s->job.id};
+                if (in_round(X, f.id) && !held(X, f.id)) hold(X, &f, why, -1);
+                continue;
+            }
             gm_status st = gm_search_fail(X->S, s->job.id, why, err);
             if (st != GM_OK) return st;
         }
@@ -160,14 +190,16 @@ static gm_status take(sched *X, int g, gm_result *r, const char *error, gm_error
         gm_result_free(r);
         return GM_OK;
     }
-    X->since_ckpt++;
     if (X->c->deterministic) {
-        X->held[X->nheld] = *r;
-        snprintf(X->held_error[X->nheld], sizeof X->held_error[0], "%s", error);
-        X->held_worker[X->nheld++] = g;
-        memset(r, 0, sizeof *r);
+        /* a late copy of a re-dispatched job, or one from an earlier round: the first result counts */
+        if (in_round(X, r->id) && !held(X, r->id)) {
+            X->since_ckpt++;
+            hold(X, r, error, g);
+        }
+        gm_result_free(r);
         return GM_OK;
     }
+    X->since_ckpt++;
     gm_status st = gm_search_record(X->S, r, g, error[0] ? error : NULL, err);
     gm_result_free(r);
     return st;
@@ -241,21 +273,34 @@ static gm_status run_rounds(sched *X, int *interrupted, gm_error *err)
             n += got;
         }
         if (st != GM_OK || n == 0) break;
+        X->round = round;
+        X->nround = n;
         int next = 0; /* next job of the round to dispatch */
         while (st == GM_OK && X->nheld < n) {
             if (stopped(X)) break;
-            for (int g = 0; st == GM_OK && next < n && g < X->nslots; g++)
-                if (!X->slots[g].busy) st = dispatch(X, g, &round[next++], err);
+            for (int g = 0; st == GM_OK && g < X->nslots; g++) {
+                if (X->slots[g].busy) continue;
+                if (next < n) st = dispatch(X, g, &round[next++], err);
+                else { /* a timed-out job, dispatched once more */
+                    gm_job job;
+                    int again = 0;
+                    st = gm_search_take_queued(X->S, &job, &again, err);
+                    if (st == GM_OK && again && !held(X, job.id)) st = dispatch(X, g, &job, err);
+                    else if (again) gm_job_free(&job);
+                }
+            }
             int g;
             gm_result r;
             char error[512];
             if (st == GM_OK) st = poll_result(X, &g, &r, error, sizeof error, err);
             if (st == GM_OK && g >= 0) st = take(X, g, &r, error, err);
+            if (st == GM_OK) st = check_timeouts(X, err);
             if (st == GM_OK && g < 0) {
                 st = maybe_checkpoint(X, 0, err);
                 nap();
             }
         }
+        X->nround = 0;
         for (int k = next; k < n; k++) gm_job_free(&round[k]); /* stopped before dispatch: stays pending */
         if (stopped(X)) {
             /* the round's finished results are not applied: they run again after a resume */
@@ -265,6 +310,15 @@ static gm_status run_rounds(sched *X, int *interrupted, gm_error *err)
         }
         if (st == GM_OK) st = apply_round(X, err);
         if (st == GM_OK) st = maybe_checkpoint(X, 1, err);
+    }
+    /* Groups still on a timed-out copy: let them answer (the result is dropped), so the job ends cleanly. */
+    while (st == GM_OK && !stopped(X) && nbusy(X) > 0) {
+        int g;
+        gm_result r;
+        char error[512];
+        st = poll_result(X, &g, &r, error, sizeof error, err);
+        if (st == GM_OK && g >= 0) st = take(X, g, &r, error, err);
+        else if (st == GM_OK) nap();
     }
     *interrupted = stopped(X);
     free(round);

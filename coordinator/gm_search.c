@@ -300,9 +300,8 @@ static gm_status fill_job(gm_search *S, const gm_ckpt_cand *r, gm_job *job, int 
     return gm_mfile_copy(&job->src, &e->w, err);
 }
 
-gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
+gm_status gm_search_take_queued(gm_search *S, gm_job *job, int *got, gm_error *err)
 {
-    const gm_search_config *c = S->c;
     *got = 0;
     while (S->nqueue > 0) {
         gm_ckpt_cand *r = &S->rows[S->queue[0]];
@@ -318,6 +317,14 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
         st = gm_search_fail(S, r->id, "its source elite was replaced before it could run again", err);
         if (st != GM_OK) return st;
     }
+    return GM_OK;
+}
+
+gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
+{
+    const gm_search_config *c = S->c;
+    gm_status st = gm_search_take_queued(S, job, got, err);
+    if (st != GM_OK || *got) return st;
     while (S->iteration < c->iterations) {
         const int it = S->iteration++;
         double p = 0.0;
@@ -358,7 +365,7 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
             continue;
         }
         int lost;
-        gm_status st = fill_job(S, r, job, &lost, err);
+        st = fill_job(S, r, job, &lost, err);
         if (st == GM_OK) *got = 1;
         return st;
     }

@@ -90,6 +90,8 @@ gm_status gm_search_open(gm_search **S, const gm_search_opts *o, gm_error *err);
  * *got = 0 when the iteration budget is spent and the queue is empty.
  */
 gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err);
+/* Only a candidate put back in the queue (*got = 0: none); never a new proposal. */
+gm_status gm_search_take_queued(gm_search *S, gm_job *job, int *got, gm_error *err);
 /* Proposals left in the iteration budget plus queued candidates: 0 when done. */
 int gm_search_remaining(const gm_search *S);
 /*

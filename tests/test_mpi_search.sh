@@ -71,6 +71,10 @@ $mpi -np 5 "$gs" --config "$tmp/async.json" --out "$tmp/rt" --iterations 2 --tim
 rc=$?
 [ $rc -eq 0 ] && grep -q "timed out twice" "$tmp/rt.err" && ! grep -q pending "$tmp/rt/candidates.csv" &&
     ok "time-outs: dispatched again, then failed; the sweep ends" || { bad "time-outs (exit $rc)"; cat "$tmp/rt.err"; }
+$mpi -np 5 "$gs" --config "$tmp/search.json" --out "$tmp/rt2" --iterations 2 --timeout 0.05 2>"$tmp/rt2.err" >/dev/null
+rc=$?
+[ $rc -eq 0 ] && grep -q "timed out twice" "$tmp/rt2.err" &&
+    ! grep -q pending "$tmp/rt2/candidates.csv" && ok "time-outs in deterministic mode" || { bad "deterministic time-outs (exit $rc)"; cat "$tmp/rt2.err"; }
 
 # ---- SIGKILL in the middle, then resume ------------------------------------------------
 finished() { # ids the checkpoint holds as finished (status != 0, pending)
