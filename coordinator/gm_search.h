@@ -55,8 +55,8 @@ typedef struct {
     int ntasks;
     char task[GM_MF_MAX_TASKS][64];
     double base_latency_ms;  /* the originals one after the other, at the start */
-    double best_latency_ms, best_base_ms, speedup; /* the best, timed again at the end alternately with the
-                                                      originals (3x the runs) */
+    double best_latency_ms, best_base_ms, speedup; /* the final best, timed again at the end alternately with
+                                                      the originals (3x the runs) */
     double found_speedup;    /* its speed-up when the search measured it (biased up: the max of noisy ratios) */
     int candidates, passed, failed, aborted, filtered, duplicates, best_id;
     long ft_epochs;          /* fine-tune epochs spent in all */
@@ -110,8 +110,11 @@ gm_status gm_search_checkpoint(gm_search *S, gm_error *err);
 /* Seconds since the sweep began, across resumes. */
 double gm_search_elapsed(const gm_search *S);
 /*
- * Scores the originals and the best on the test split, writes best.h5 and
- * summary.md, fills s.
+ * The final choice and report: times the best and the elites again against
+ * the originals (alternately, 3x the runs) and keeps the fastest (in
+ * deterministic mode the best stays the fewest-FLOPs one), scores the
+ * originals and it on the test split, writes best.h5, summary.md and the
+ * checkpoint, fills s.
  */
 gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, gm_error *err);
 void gm_search_free(gm_search *S);
