@@ -158,7 +158,8 @@ static void announce(gm_search *S, gm_ckpt_cand *r, const char *error)
                          .base_latency_ms = r->base_latency_ms, .speedup = r->speedup,
                          .val = tuned && !isnan(r->worst_drop) ? r->val : NULL, .error = error,
                          .best_speedup = S->best_id >= 0 ? S->rows[S->best_id].speedup : NAN, .done = S->done,
-                         .iterations = S->c->iterations, .elapsed_s = gm_search_elapsed(S)};
+                         .iterations = S->c->iterations, .elapsed_s = gm_search_elapsed(S),
+                         .budget_s = S->c->time_budget_s};
     S->o.progress(S->o.ctx, &e);
 }
 
@@ -622,7 +623,10 @@ gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, 
         st = test_accuracy(S, be, S->o.models[t], acc, err);
         s->orig_test[t] = acc[t];
     }
-    if (st == GM_OK && S->best_id >= 0) st = final_choice(S, be, s, err);
+    gm_backend *one = NULL; /* batch-1 latency on one thread, as the workers time it */
+    if (st == GM_OK && S->best_id >= 0) st = gm_backend_cpu_create(&one, 1, err);
+    if (st == GM_OK && S->best_id >= 0) st = final_choice(S, one, s, err);
+    gm_backend_free(one);
     if (st == GM_OK && S->best_id >= 0) {
         st = test_accuracy(S, be, &S->best, s->best_test, err);
         for (int t = 0; st == GM_OK && t < s->ntasks; t++) S->best.tasks[t].test_accuracy = s->best_test[t];

@@ -49,6 +49,7 @@ typedef struct {
     double best_speedup;     /* so far (NAN: none passed yet) */
     int done, iterations;    /* finished candidates so far; the iteration budget */
     double elapsed_s;        /* since the sweep began, across resumes */
+    double budget_s;         /* the time budget (0: none) */
 } gm_search_event;
 
 typedef struct {

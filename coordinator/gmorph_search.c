@@ -71,9 +71,11 @@ static void show(void *ctx, const gm_search_event *e)
     if (e->source < 0) snprintf(src, sizeof src, "original");
     else snprintf(src, sizeof src, "elite %d", e->source);
     const double rate = e->elapsed_s > 0 ? 3600.0 * e->done / e->elapsed_s : 0.0;
-    if (rate > 0 && e->iterations > e->iteration)
-        snprintf(eta, sizeof eta, ", %.0f/h, ETA %.0f min", rate,
-                 (e->iterations - e->iteration - 1) / rate * 60.0);
+    if (rate > 0 && e->iterations > e->iteration) {
+        double left_s = (e->iterations - e->iteration - 1) / rate * 3600.0;
+        if (e->budget_s > 0 && e->budget_s - e->elapsed_s < left_s) left_s = e->budget_s - e->elapsed_s;
+        snprintf(eta, sizeof eta, ", %.0f/h, ETA %.0f min", rate, left_s > 0 ? left_s / 60.0 : 0.0);
+    }
     if (e->error)
         fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes  failed: %s\n", e->id, e->iteration, src, e->nodes, e->error);
     else if (e->val)
