@@ -29,20 +29,6 @@ static hid_t untimed(hid_t cls)
     return p;
 }
 
-gm_status gm_h5_create(hid_t *file, const char *path, gm_error *err)
-{
-    quiet();
-    char tmp[4096];
-    tmp_name(tmp, sizeof tmp, path);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    /* The oldest format that has what we use: files stay readable by older h5py. */
-    H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_LATEST);
-    *file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
-    if (*file < 0) return gm_error_set(err, GM_EIO, "%s: cannot create (directory missing or not writable?)", tmp);
-    return GM_OK;
-}
-
 static gm_status sync_path(const char *path, int dir, gm_error *err)
 {
     int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
@@ -50,32 +36,6 @@ static gm_status sync_path(const char *path, int dir, gm_error *err)
     int rc = fsync(fd);
     close(fd);
     if (rc != 0 && !dir) return gm_error_set(err, GM_EIO, "%s: fsync failed: %s", path, strerror(errno));
-    return GM_OK;
-}
-
-gm_status gm_h5_commit(hid_t file, const char *path, gm_error *err)
-{
-    char tmp[4096];
-    tmp_name(tmp, sizeof tmp, path);
-    if (H5Fclose(file) < 0) {
-        unlink(tmp);
-        return gm_error_set(err, GM_EIO, "%s: closing failed (disk full?)", tmp);
-    }
-    gm_status st = sync_path(tmp, 0, err);
-    if (st != GM_OK) return st;
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return gm_error_set(err, GM_EIO, "%s: cannot rename from %s: %s", path, tmp, strerror(e));
-    }
-    /* Make the rename itself durable. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir) dir[1] = '\0';
-    else if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
-    sync_path(dir, 1, NULL);
     return GM_OK;
 }
 
@@ -98,7 +58,8 @@ gm_status gm_h5_create_ub(hid_t *file, const char *path, hsize_t ub, gm_error *e
     tmp_name(tmp, sizeof tmp, path);
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE), fapl = H5Pcreate(H5P_FILE_ACCESS);
     herr_t rc = H5Pset_userblock(fcpl, ub);
-    H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_LATEST); /* as gm_h5_create */
+    /* The oldest format that has what we use: files stay readable by older h5py. */
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_LATEST);
     *file = rc >= 0 ? H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl) : H5I_INVALID_HID;
     H5Pclose(fapl);
     H5Pclose(fcpl);
@@ -142,6 +103,14 @@ gm_status gm_h5_install(const char *path, int keep_prev, gm_error *err)
     }
     sync_dir_of(path);
     return GM_OK;
+}
+
+gm_status gm_h5_create(hid_t *file, const char *path, gm_error *err) { return gm_h5_create_ub(file, path, 0, err); }
+
+gm_status gm_h5_commit(hid_t file, const char *path, gm_error *err)
+{
+    gm_status st = gm_h5_close_tmp(file, path, err);
+    return st == GM_OK ? gm_h5_install(path, 0, err) : st;
 }
 
 void gm_h5_discard(hid_t file, const char *path)
