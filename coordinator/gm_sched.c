@@ -224,6 +224,17 @@ static gm_status apply_round(sched *X, gm_error *err)
     return st;
 }
 
+/* Takes one waiting result, if any (*got = 1). */
+static gm_status collect(sched *X, int *got, gm_error *err)
+{
+    int g;
+    gm_result r;
+    char error[512];
+    gm_status st = poll_result(X, &g, &r, error, sizeof error, err);
+    *got = st == GM_OK && g >= 0;
+    return *got ? take(X, g, &r, error, err) : st;
+}
+
 static gm_status run_async(sched *X, int *interrupted, gm_error *err)
 {
     gm_status st = GM_OK;
@@ -244,14 +255,11 @@ static gm_status run_async(sched *X, int *interrupted, gm_error *err)
             if (!got) break;
         }
         if (st != GM_OK || (!more && nbusy(X) == 0)) break;
-        int g;
-        gm_result r;
-        char error[512];
-        st = poll_result(X, &g, &r, error, sizeof error, err);
-        if (st == GM_OK && g >= 0) st = take(X, g, &r, error, err);
+        int got;
+        st = collect(X, &got, err);
         if (st == GM_OK) st = check_timeouts(X, err);
         if (st == GM_OK) st = maybe_checkpoint(X, 1, err);
-        if (st == GM_OK && g < 0) nap();
+        if (st == GM_OK && !got) nap();
         if (st == GM_OK && !more && gm_search_remaining(X->S) > 0 && !out_of_time(X)) more = 1;
     }
     return st;
@@ -289,13 +297,10 @@ static gm_status run_rounds(sched *X, int *interrupted, gm_error *err)
                     else if (again) gm_job_free(&job);
                 }
             }
-            int g;
-            gm_result r;
-            char error[512];
-            if (st == GM_OK) st = poll_result(X, &g, &r, error, sizeof error, err);
-            if (st == GM_OK && g >= 0) st = take(X, g, &r, error, err);
+            int arrived = 0;
+            if (st == GM_OK) st = collect(X, &arrived, err);
             if (st == GM_OK) st = check_timeouts(X, err);
-            if (st == GM_OK && g < 0) {
+            if (st == GM_OK && !arrived) {
                 st = maybe_checkpoint(X, 0, err);
                 nap();
             }
@@ -313,12 +318,9 @@ static gm_status run_rounds(sched *X, int *interrupted, gm_error *err)
     }
     /* Groups still on a timed-out copy: let them answer (the result is dropped), so the job ends cleanly. */
     while (st == GM_OK && !stopped(X) && nbusy(X) > 0) {
-        int g;
-        gm_result r;
-        char error[512];
-        st = poll_result(X, &g, &r, error, sizeof error, err);
-        if (st == GM_OK && g >= 0) st = take(X, g, &r, error, err);
-        else if (st == GM_OK) nap();
+        int got;
+        st = collect(X, &got, err);
+        if (st == GM_OK && !got) nap();
     }
     *interrupted = stopped(X);
     free(round);
