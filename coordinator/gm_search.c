@@ -340,13 +340,15 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
         S->T *= c->alpha;
         gm_error merr;
         if (gm_mutate_random(S->cand, &S->rng, c->merges, c->relaxed_below, &merr) != GM_OK) continue; /* nothing to merge */
+        const uint64_t loc = gm_fgraph_location_hash(S->cand), top = gm_fgraph_topology_hash(S->cand);
+        const int dup = known(S, loc, top); /* asked before the candidate has a row of its own */
         gm_ckpt_cand *r = new_row(S, err);
         if (!r) return GM_ENOMEM;
         r->iteration = it;
         r->source = src ? src->id : -1;
         r->status = GM_CAND_PENDING;
-        r->location = gm_fgraph_location_hash(S->cand);
-        r->topology = gm_fgraph_topology_hash(S->cand);
+        r->location = loc;
+        r->topology = top;
         r->nodes = S->cand->nnodes;
         r->params = (long long)gm_fgraph_nparams(S->cand);
         r->mflops = (double)gm_fgraph_flops(S->cand) / 1e6;
@@ -354,10 +356,6 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
         if (!r->enc) return gm_error_set(err, GM_ENOMEM, "out of memory");
         r->enc_len = gm_fgraph_encode(S->cand, r->enc, GM_JOB_ENC_MAX);
         if (r->enc_len < 0) return gm_error_set(err, GM_EINVAL, "candidate %d: its encoding does not fit", r->id);
-        /* known() skips r itself: it is still pending with a location of its own */
-        r->status = GM_CAND_DUPLICATE;
-        const int dup = known(S, r->location, r->topology);
-        r->status = GM_CAND_PENDING;
         gm_features feat;
         gm_filter_features(S->cand, &feat);
         if (dup || (c->filter_dominance && gm_failures_match(&S->failures, &feat) >= 0)) {
