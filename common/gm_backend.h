@@ -52,6 +52,8 @@ typedef struct {
     long step; /* 1 for the first update (Adam bias correction) */
 } gm_update;
 
+enum { GM_BACKEND_MARKS = 4 };
+
 typedef struct gm_backend gm_backend;
 
 struct gm_backend {
@@ -89,6 +91,17 @@ struct gm_backend {
     void (*to_device)(gm_backend *be, void *dst, const void *src, size_t bytes);
     void (*to_host)(gm_backend *be, void *dst, const void *src, size_t bytes);
     void (*sync)(gm_backend *be);
+
+    /*
+     * Latency timing, the one mechanism for every backend: mark(be, slot) records
+     * "now" in the backend's execution order (the CPU's monotonic clock; a CUDA
+     * event on the backend's stream, so nothing waits), and elapsed_ms(be, a, b)
+     * waits until mark b has happened and returns the milliseconds from mark a to
+     * mark b. Slots are 0 .. GM_BACKEND_MARKS - 1.
+     */
+    void (*mark)(gm_backend *be, int slot);
+    double (*elapsed_ms)(gm_backend *be, int from, int to);
+
     void (*destroy)(gm_backend *be); /* frees the backend itself */
 };
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gm_backend.h"
+#include "gm_clock.h"
 #include "gm_cpu_kernels.h"
 
 char *openblas_get_corename(void); /* OpenBLAS extension, absent from some cblas.h */
@@ -17,6 +18,7 @@ typedef struct {
     int nthreads;
     float *scratch;
     size_t scratch_bytes;
+    double marks[GM_BACKEND_MARKS]; /* seconds, gm_now_s */
 } cpu_state;
 
 static cpu_state *st(gm_backend *be) { return be->impl; }
@@ -107,6 +109,13 @@ static void cpu_copy(gm_backend *be, void *dst, const void *src, size_t bytes)
 
 static void cpu_sync(gm_backend *be) { (void)be; }
 
+static void cpu_mark(gm_backend *be, int slot) { st(be)->marks[slot] = gm_now_s(); }
+
+static double cpu_elapsed_ms(gm_backend *be, int from, int to)
+{
+    return 1e3 * (st(be)->marks[to] - st(be)->marks[from]);
+}
+
 static void cpu_destroy(gm_backend *be)
 {
     free(st(be)->scratch);
@@ -135,7 +144,8 @@ gm_status gm_backend_cpu_create(gm_backend **out, int nthreads, gm_error *err)
         .scratch_bytes = cpu_scratch_bytes, .reserve_scratch = cpu_reserve, .forward = cpu_forward,
         .backward = cpu_backward, .loss = cpu_loss, .update = cpu_update, .alloc = cpu_alloc,
         .free = cpu_free, .zero = cpu_zero, .to_device = cpu_copy, .to_host = cpu_copy,
-        .sync = cpu_sync, .destroy = cpu_destroy};
+        .sync = cpu_sync, .mark = cpu_mark,
+        .elapsed_ms = cpu_elapsed_ms, .destroy = cpu_destroy};
     *out = be;
     return GM_OK;
 }

@@ -37,5 +37,7 @@ int gm_cmd_train(int argc, char **argv);
 int gm_cmd_eval(int argc, char **argv);
 int gm_cmd_zoo(int argc, char **argv);
 int gm_cmd_report(int argc, char **argv);
+int gm_cmd_import(int argc, char **argv);
+int gm_cmd_export(int argc, char **argv);
 
 #endif
