@@ -5,6 +5,23 @@
  * is device memory, so callers move data only with to_device / to_host (which
  * synchronise the stream) and never dereference it on the host.
  *
+ * Pointers: every pointer in gm_op_args, and pred, target, labels and grad of
+ * loss(), and the arrays of update() are device memory (from alloc). loss()
+ * returns the scalar to host memory (*loss) and synchronises the stream; it
+ * refuses host pointers for pred, target, labels and grad with GM_EINVAL.
+ *
+ * Failures: forward, backward, update and the copies return nothing, so the
+ * first CUDA, cuBLAS or cuDNN failure among them (or a misuse, such as running
+ * an op with less scratch than its scratch_bytes) is recorded and reported, then
+ * cleared, by the next call that returns a status: loss(), reserve_scratch() or
+ * gm_backend_cuda_status(). A kernel that faults while running shows only after
+ * a call that waits for it (sync, to_host, loss).
+ *
+ * Determinism: no atomics in any sum (fixed-order reductions), deterministic
+ * cuDNN algorithms where one fits in the scratch, dropout masks drawn by a
+ * counter-based hash seeded from gm_op_args.rng: a run repeats bit for bit on the
+ * same GPU and library versions.
+ *
  * Plain C header, no CUDA types: it may be included from C files.
  */
 #ifndef GM_BACKEND_CUDA_H
@@ -34,6 +51,12 @@ gm_status gm_backend_cuda_create(gm_backend **out, const gm_cuda_opts *opts, gm_
 
 /* The backend's stream (a cudaStream_t), for NCCL collectives ordered with its work. */
 void *gm_backend_cuda_stream(gm_backend *be);
+
+/*
+ * The failure recorded by an earlier void call (see above), with its message in
+ * err, and clears it; GM_OK when none is pending. Waits for nothing.
+ */
+gm_status gm_backend_cuda_status(gm_backend *be, gm_error *err);
 
 #ifdef __cplusplus
 }
