@@ -102,6 +102,15 @@ struct gm_backend {
     void (*mark)(gm_backend *be, int slot);
     double (*elapsed_ms)(gm_backend *be, int from, int to);
 
+    /*
+     * The first failure since the last call that reported one, then cleared:
+     * forward, backward, update and the copies return nothing, so a device
+     * backend records a failed launch or library call and the executor asks
+     * here at the end of each forward and backward. The CPU backend cannot fail
+     * there and always returns GM_OK.
+     */
+    gm_status (*status)(gm_backend *be, gm_error *err);
+
     void (*destroy)(gm_backend *be); /* frees the backend itself */
 };
 

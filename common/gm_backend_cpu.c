@@ -109,6 +109,13 @@ static void cpu_copy(gm_backend *be, void *dst, const void *src, size_t bytes)
 
 static void cpu_sync(gm_backend *be) { (void)be; }
 
+static gm_status cpu_status(gm_backend *be, gm_error *err)
+{
+    (void)be;
+    (void)err;
+    return GM_OK;
+}
+
 static void cpu_mark(gm_backend *be, int slot) { st(be)->marks[slot] = gm_now_s(); }
 
 static double cpu_elapsed_ms(gm_backend *be, int from, int to)
@@ -145,7 +152,7 @@ gm_status gm_backend_cpu_create(gm_backend **out, int nthreads, gm_error *err)
         .backward = cpu_backward, .loss = cpu_loss, .update = cpu_update, .alloc = cpu_alloc,
         .free = cpu_free, .zero = cpu_zero, .to_device = cpu_copy, .to_host = cpu_copy,
         .sync = cpu_sync, .mark = cpu_mark,
-        .elapsed_ms = cpu_elapsed_ms, .destroy = cpu_destroy};
+        .elapsed_ms = cpu_elapsed_ms, .status = cpu_status, .destroy = cpu_destroy};
     *out = be;
     return GM_OK;
 }

@@ -32,8 +32,10 @@ struct gm_net {
     int *outputs;        /* node of each output (leaf block), in block order */
     int *output_blocks;
     gm_shape input;
-    size_t nparams, nbuffers, nact;
+    size_t nparams, nbuffers, nact, max_out; /* max_out: floats per sample of the widest output */
     float *params, *grads, *buffers, *acts, *act_grads, *in_buf;
+    float *target_buf;   /* the loss's targets, staged from the host (max_batch * max_out) */
+    int32_t *label_buf;  /* the loss's labels, staged from the host (max_batch) */
     const float *input_data; /* what the last forward read: in_buf or a caller's tensor */
     void *saved;
     gm_net_memory mem;
@@ -192,6 +194,10 @@ static size_t plan_memory(gm_net *n, size_t *saved_bytes)
     n->nparams = par;
     n->nbuffers = buf;
     n->nact = act;
+    for (int o = 0; o < n->noutputs; o++) {
+        size_t d = gm_shape_numel(n->nodes[n->outputs[o]].out);
+        n->max_out = d > n->max_out ? d : n->max_out;
+    }
     *saved_bytes = aux;
     return scratch;
 }
@@ -206,6 +212,7 @@ static gm_status alloc_slabs(gm_net *n, size_t saved, size_t scratch, gm_error *
     m->saved = saved;
     m->input = sizeof(float) * (size_t)n->max_batch * gm_shape_numel(n->input);
     m->scratch = scratch;
+    m->targets = sizeof(float) * (size_t)n->max_batch * n->max_out + sizeof(int32_t) * (size_t)n->max_batch;
     n->params = be->alloc(be, m->params);
     n->grads = be->alloc(be, m->grads);
     n->buffers = be->alloc(be, m->buffers);
@@ -213,9 +220,13 @@ static gm_status alloc_slabs(gm_net *n, size_t saved, size_t scratch, gm_error *
     n->act_grads = be->alloc(be, m->act_grads);
     n->saved = be->alloc(be, saved);
     n->in_buf = be->alloc(be, m->input);
-    if (!n->params || !n->grads || !n->buffers || !n->acts || !n->act_grads || !n->saved || !n->in_buf)
+    n->target_buf = be->alloc(be, sizeof(float) * (size_t)n->max_batch * n->max_out);
+    n->label_buf = be->alloc(be, sizeof(int32_t) * (size_t)n->max_batch);
+    if (!n->params || !n->grads || !n->buffers || !n->acts || !n->act_grads || !n->saved || !n->in_buf ||
+        !n->target_buf || !n->label_buf)
         return gm_error_set(err, GM_ENOMEM, "net: cannot allocate %.1f MiB for batch %d",
-                            (double)(m->params * 2 + m->buffers + m->activations * 2 + saved + m->input) / 1048576.0,
+                            (double)(m->params * 2 + m->buffers + m->activations * 2 + saved + m->input +
+                                     m->targets) / 1048576.0,
                             n->max_batch);
     return be->reserve_scratch(be, scratch, err);
 }
@@ -308,7 +319,8 @@ void gm_net_free(gm_net *n)
 {
     if (!n) return;
     gm_backend *be = n->be;
-    void *slabs[] = {n->params, n->grads, n->buffers, n->acts, n->act_grads, n->saved, n->in_buf};
+    void *slabs[] = {n->params, n->grads, n->buffers, n->acts, n->act_grads, n->saved, n->in_buf,
+                     n->target_buf, n->label_buf};
     for (size_t i = 0; i < sizeof slabs / sizeof slabs[0]; i++)
         if (slabs[i]) be->free(be, slabs[i]);
     free(n->blocks);
@@ -362,7 +374,7 @@ gm_status gm_net_forward(gm_net *n, const float *x, int batch, int train, gm_err
     if (s != GM_OK) return s;
     n->be->to_device(n->be, n->in_buf, x, sizeof(float) * (size_t)batch * gm_shape_numel(n->input));
     run_forward(n, n->in_buf, batch, train);
-    return GM_OK;
+    return n->be->status(n->be, err);
 }
 
 gm_status gm_net_forward_tensor(gm_net *n, const gm_tensor *x, int train, gm_error *err)
@@ -375,8 +387,9 @@ gm_status gm_net_forward_tensor(gm_net *n, const gm_tensor *x, int train, gm_err
         return gm_error_set(err, GM_ESHAPE, "net: input tensor samples are %dx%dx%d but the net reads %dx%dx%d",
                             x->c, x->h, x->w, n->input.c, n->input.h, n->input.w);
     gm_status s = check_batch(n, x->n, err);
-    if (s == GM_OK) run_forward(n, x->data, x->n, train);
-    return s;
+    if (s != GM_OK) return s;
+    run_forward(n, x->data, x->n, train);
+    return n->be->status(n->be, err);
 }
 
 static void forward_node(gm_net *n, gm_node *nd)
@@ -399,17 +412,22 @@ static void backward_node(gm_net *n, gm_node *nd)
     n->be->backward(n->be, &a);
 }
 
-/* Median seconds of reps runs of nodes [first, last], forward or backward. */
+/*
+ * Median seconds of reps runs of nodes [first, last], forward or backward,
+ * timed by the backend's marks: on a device they are timed in its own order
+ * (CUDA events) and each run is complete when its time is read.
+ */
 static double time_nodes(gm_net *n, int first, int last, int backward, int reps, double *t)
 {
+    gm_backend *be = n->be;
     for (int r = 0; r < reps; r++) {
-        double t0 = gm_now_s();
+        be->mark(be, 0);
         if (backward)
             for (int k = last; k >= first; k--) backward_node(n, &n->nodes[k]);
         else
             for (int k = first; k <= last; k++) forward_node(n, &n->nodes[k]);
-        n->be->sync(n->be);
-        t[r] = gm_now_s() - t0;
+        be->mark(be, 1);
+        t[r] = 1e-3 * be->elapsed_ms(be, 0, 1);
     }
     return gm_median(t, reps);
 }
@@ -425,7 +443,7 @@ gm_status gm_net_time_blocks(gm_net *n, int reps, double *fwd, double *bwd, gm_e
         fwd[b] = time_nodes(n, first, n->block_last[b], 0, reps, t);
         if (bwd) bwd[b] = time_nodes(n, first, n->block_last[b], 1, reps, t);
     }
-    return GM_OK;
+    return n->be->status(n->be, err);
 }
 
 gm_status gm_net_backward(gm_net *n, gm_error *err)
@@ -433,7 +451,7 @@ gm_status gm_net_backward(gm_net *n, gm_error *err)
     if (!n->have_forward)
         return gm_error_set(err, GM_EINVAL, "net: backward without a forward pass");
     for (int k = n->nnodes - 1; k >= 0; k--) backward_node(n, &n->nodes[k]);
-    return GM_OK;
+    return n->be->status(n->be, err);
 }
 
 void gm_net_zero_grad(gm_net *n) { n->be->zero(n->be, n->grads, sizeof(float) * n->nparams); }
@@ -446,8 +464,13 @@ gm_status gm_net_loss(gm_net *n, int k, gm_loss_kind kind, const float *target,
     if (!n->have_forward)
         return gm_error_set(err, GM_EINVAL, "net: loss without a forward pass");
     const gm_node *nd = &n->nodes[n->outputs[k]];
-    return n->be->loss(n->be, kind, n->acts + nd->act, target, labels, n->batch,
-                       (int)gm_shape_numel(nd->out), scale, n->act_grads + nd->act, loss, err);
+    const size_t d = gm_shape_numel(nd->out);
+    gm_backend *be = n->be;
+    /* The backend reads targets and labels in its own memory: stage them (a memcpy on the CPU). */
+    if (target) be->to_device(be, n->target_buf, target, sizeof(float) * (size_t)n->batch * d);
+    if (labels) be->to_device(be, n->label_buf, labels, sizeof(int32_t) * (size_t)n->batch);
+    return be->loss(be, kind, n->acts + nd->act, target ? n->target_buf : NULL, labels ? n->label_buf : NULL,
+                    n->batch, (int)d, scale, n->act_grads + nd->act, loss, err);
 }
 
 int gm_net_noutputs(const gm_net *n) { return n->noutputs; }

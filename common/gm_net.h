@@ -34,6 +34,7 @@ typedef struct {
 /* Memory held by a net, by purpose, in bytes (what a rank reports). */
 typedef struct {
     size_t params, grads, buffers, activations, act_grads, saved, input, scratch;
+    size_t targets; /* the loss's staged targets and labels */
 } gm_net_memory;
 
 /*
@@ -58,12 +59,20 @@ gm_status gm_net_forward_tensor(gm_net *net, const gm_tensor *x, int train, gm_e
  * are ADDED to gm_net_grads(): call gm_net_zero_grad before each step.
  */
 gm_status gm_net_backward(gm_net *net, gm_error *err);
+/*
+ * Forward, backward and time_blocks end by asking the backend for a failure it
+ * recorded on the way (be->status: a device launch or library call that failed),
+ * so a broken GPU surfaces as GM_EDEVICE from the call that hit it. A kernel that
+ * faults while running shows only once something waits for the device.
+ */
 void gm_net_zero_grad(gm_net *net);
 
 /*
  * Loss of output k against targets (n x d floats) or labels; writes the output
  * gradient times scale, ready for gm_net_backward. Several outputs (tasks) each
- * get their own call.
+ * get their own call. target and labels are host memory, copied into buffers
+ * the net reserved on its backend (the backend's loss reads only its own
+ * memory); *loss is a host float.
  */
 gm_status gm_net_loss(gm_net *net, int k, gm_loss_kind kind, const float *target,
                       const int32_t *labels, float scale, float *loss, gm_error *err);
@@ -87,8 +96,9 @@ size_t gm_net_block_buffer_offset(const gm_net *net, int b);
 
 /*
  * Per-block cost of the last forward (and backward, if train) on the same batch:
- * every block's ops are run again reps times and the median wall time of each
- * block, in seconds, goes to fwd[b] and bwd[b] (bwd may be NULL). Measures the
+ * every block's ops are run again reps times and the median time of each
+ * block, in seconds, goes to fwd[b] and bwd[b] (bwd may be NULL), timed with
+ * the backend's marks (gm_backend.mark: wall time on the CPU, events on a GPU). Measures the
  * latency table the search uses to predict a fused graph's cost. It disturbs
  * state: BN running statistics and dropout draws advance, and the gradients are
  * left meaningless, so run it on a net that is not in the middle of a step.

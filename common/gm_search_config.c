@@ -35,6 +35,7 @@ void gm_search_defaults(gm_search_config *c)
     c->lat_runs = 100;
     c->round = 4;
     c->checkpoint_every = 1;
+    snprintf(c->device, sizeof c->device, "cpu");
 }
 
 /* ---- config ------------------------------------------------------------------ */
@@ -48,8 +49,8 @@ static gm_status get_long(const gm_json *o, const char *k, long long lo, long lo
 }
 
 /* A string key that must be one of names (NULL-terminated); *v = its index. */
-static gm_status get_choice(const gm_json *o, const char *k, const char *const *names, int *v, const char *path,
-                            gm_error *err)
+static gm_status get_choice(const gm_json *o, const char *sec, const char *k, const char *const *names, int *v,
+                            const char *path, gm_error *err)
 {
     char s[32] = "";
     gm_status st = gm_json_get_string(o, k, 0, s, sizeof s, err);
@@ -63,7 +64,7 @@ static gm_status get_choice(const gm_json *o, const char *k, const char *const *
     for (int i = 0; names[i]; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", i ? (names[i + 1] ? ", " : " or ") : "",
                  names[i]);
-    return gm_error_set(err, GM_EINVAL, "%s: finetune.%s: expected %s, got \"%s\"", path, k, list, s);
+    return gm_error_set(err, GM_EINVAL, "%s: %s.%s: expected %s, got \"%s\"", path, sec, k, list, s);
 }
 
 static gm_status get_int(const gm_json *o, const char *k, long long lo, long long hi, int *v, gm_error *err)
@@ -92,7 +93,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const top[] = {"models", "data", "out", "threshold", "policy", "iterations", "time_budget_s",
                                       "seed", "sa", "mutation", "finetune", "filter", "threads", "latency", "run",
                                       NULL};
-    static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", NULL};
+    static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", "device", NULL};
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
     static const char *const mut_keys[] = {"merges", "relaxed_below", NULL};
     static const char *const ft_keys[] = {"samples", "val_samples", "epochs", "check_every", "batch", "lr",
@@ -154,9 +155,9 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const bn_names[] = {"batch", "frozen", "changed", NULL};
     static const char *const sched_names[] = {"constant", "cosine", NULL};
     int bn = (int)c->bn;
-    if (st == GM_OK) st = get_choice(sec, "bn", bn_names, &bn, path, err);
+    if (st == GM_OK) st = get_choice(sec, "finetune", "bn", bn_names, &bn, path, err);
     c->bn = (gm_bn_mode)bn;
-    if (st == GM_OK) st = get_choice(sec, "schedule", sched_names, &c->cosine, path, err);
+    if (st == GM_OK) st = get_choice(sec, "finetune", "schedule", sched_names, &c->cosine, path, err);
     if (st == GM_OK) st = section(root, "filter", flt_keys, &sec, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "dominance", 0, &c->filter_dominance, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "curve", 0, &c->filter_curve, err);
@@ -168,6 +169,10 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = get_int(sec, "round", 1, 100000, &c->round, err);
     if (st == GM_OK) st = get_int(sec, "checkpoint_every", 0, 100000000, &c->checkpoint_every, err);
     if (st == GM_OK) st = gm_json_get_double(sec, "timeout_s", 0, 0.0, 1e9, &c->timeout_s, err);
+    static const char *const device_names[] = {"cpu", "cuda", NULL};
+    int device = !strcmp(c->device, "cuda");
+    if (st == GM_OK) st = get_choice(sec, "run", "device", device_names, &device, path, err);
+    snprintf(c->device, sizeof c->device, "%s", device_names[device]);
     return st;
 }
 
@@ -240,6 +245,7 @@ char *gm_search_config_to_json(const gm_search_config *c)
     cJSON_AddNumberToObject(s, "round", c->round);
     cJSON_AddNumberToObject(s, "checkpoint_every", c->checkpoint_every);
     cJSON_AddNumberToObject(s, "timeout_s", c->timeout_s);
+    cJSON_AddStringToObject(s, "device", c->device);
     char *text = cJSON_Print(r);
     cJSON_Delete(r);
     return text;

@@ -628,6 +628,12 @@ gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, 
     if (st == GM_OK && S->best_id >= 0) {
         st = test_accuracy(S, be, &S->best, s->best_test, err);
         for (int t = 0; st == GM_OK && t < s->ntasks; t++) S->best.tasks[t].test_accuracy = s->best_test[t];
+        /* name the dataset a task was scored on when the config gave one (imported
+         * models record none), so `gmorph eval best.h5` needs no --data */
+        for (int t = 0; t < S->best.ntasks; t++)
+            for (int j = 0; j < c->nmodels; j++)
+                if (c->data[j][0] && !strcmp(S->o.models[j]->tasks[0].name, S->best.tasks[t].name))
+                    snprintf(S->best.tasks[t].dataset, sizeof S->best.tasks[t].dataset, "%s", c->data[j]);
         char p[1200];
         snprintf(p, sizeof p, "%s/best.h5", c->out);
         if (st == GM_OK) st = gm_mfile_save(p, &S->best, err);

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "gm_cli.h"
-#include "gm_group_mpi.h"
+#include "gm_device.h"
 #include "gm_sched.h"
 #include "gm_wire.h"
 
@@ -53,6 +53,10 @@ static void usage(FILE *f)
             "  --time-budget S       stop proposing after S seconds in all (overrides)\n"
             "  --seed N              (overrides)\n"
             "  --threads N           CPU threads per rank (overrides)\n"
+            "  --device cpu|cuda     what workers fine-tune and time candidates on (overrides run.device;\n"
+            "                        default cpu). cuda: one GPU per rank, picked from the rank's index on\n"
+            "                        its node; groups sum gradients with NCCL. Rank 0 coordinates on the\n"
+            "                        CPU (alone, it is also the worker and uses the device)\n"
             "  --group-size G        ranks per worker group, fine-tuning data-parallel (default 1)\n"
             "  --deterministic       rounds of run.round candidates: the result does not depend on timing\n"
             "                        or on the number of ranks (best = fewest FLOPs)\n"
@@ -87,7 +91,7 @@ static void show(void *ctx, const gm_search_event *e)
 }
 
 typedef struct {
-    const char *config, *resume, *out, *policy;
+    const char *config, *resume, *out, *policy, *device;
     double threshold, budget, timeout;
     long iterations, seed, threads, group_size, ckpt_every;
     int quiet, deterministic;
@@ -104,7 +108,8 @@ static int parse_args(int argc, char **argv, args *a, int talk)
         {"threads", required_argument, 0, 't'},     {"group-size", required_argument, 0, 'g'},
         {"deterministic", no_argument, 0, 'd'},     {"checkpoint-every", required_argument, 0, 'k'},
         {"timeout", required_argument, 0, 'O'},     {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+        {"device", required_argument, 0, 'D'},      {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     *a = (args){.threshold = -1, .budget = -1, .timeout = -1, .seed = -1, .group_size = 1, .ckpt_every = -1};
     int c, bad = 0;
     if (!talk) opterr = 0;
@@ -124,6 +129,16 @@ static int parse_args(int argc, char **argv, args *a, int talk)
         case 'k': bad = gm_cli_int(CMD, "--checkpoint-every", optarg, 0, 100000000, &a->ckpt_every); break;
         case 'O': bad = gm_cli_float(CMD, "--timeout", optarg, 0.0, 1e9, &a->timeout); break;
         case 'q': a->quiet = 1; break;
+        case 'D': {
+            gm_device_kind kind;
+            gm_error err;
+            a->device = optarg;
+            if (gm_device_parse(optarg, &kind, &err) != GM_OK) {
+                if (talk) fprintf(stderr, "gmorph-search: --device: %s\n", err.msg);
+                bad = 1;
+            }
+            break;
+        }
         case 'h':
             if (talk) usage(stdout);
             return GM_EXIT_OK + 100;
@@ -140,8 +155,8 @@ static int parse_args(int argc, char **argv, args *a, int talk)
                                      a->deterministic)) {
         if (talk)
             fprintf(stderr, "gmorph-search: --resume continues with the checkpoint's config: only --iterations, "
-                            "--time-budget, --threads, --checkpoint-every, --timeout, --group-size and --quiet "
-                            "may change\n");
+                            "--time-budget, --threads, --device, --checkpoint-every, --timeout, --group-size and "
+                            "--quiet may change\n");
         bad = 1;
     } else if (!bad && a->policy && strcmp(a->policy, "sa") && strcmp(a->policy, "random")) {
         if (talk) fprintf(stderr, "gmorph-search: --policy must be sa or random, got \"%s\"\n", a->policy);
@@ -187,6 +202,7 @@ static gm_status resolve_config(const args *a, gm_search_config *cfg, gm_ckpt *c
     if (a->iterations) cfg->iterations = (int)a->iterations;
     if (a->budget >= 0) cfg->time_budget_s = a->budget;
     if (a->threads) cfg->threads = (int)a->threads;
+    if (a->device) snprintf(cfg->device, sizeof cfg->device, "%s", a->device);
     if (a->ckpt_every >= 0) cfg->checkpoint_every = (int)a->ckpt_every;
     if (a->timeout >= 0) cfg->timeout_s = a->timeout;
     return st;
@@ -232,30 +248,69 @@ static void print_summary(const gm_search_summary *s, const gm_search_config *cf
            s->interrupted ? " (stopped early: resume with --resume <out>/search.h5)" : "", cfg->out);
 }
 
-/* Ranks 1..N-1: open a worker for the group and serve until told to stop. */
-static int worker_main(const gm_search_config *cfg, int rank, int group_size)
+/* The rank's device backend: NULL for the CPU (the worker makes its own CPU backends). */
+static gm_status open_device(const gm_search_config *cfg, int local_rank, gm_backend **be, gm_device_kind *kind,
+                             char *desc, size_t desc_size, gm_error *err)
+{
+    *be = NULL;
+    gm_status st = gm_device_parse(cfg->device, kind, err);
+    const gm_device_opts o = {.kind = *kind, .threads = cfg->threads, .local_rank = local_rank};
+    if (st == GM_OK && *kind != GM_DEVICE_CPU) st = gm_device_open(be, &o, desc, desc_size, err);
+    return st;
+}
+
+/* The exit code of the worst failure over every rank (2 bad input before 1 runtime); 0 when all is well. */
+static int worst_code(gm_status st)
+{
+    int code = st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st), worst = code;
+    MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return worst;
+}
+
+/* Ranks 1..N-1: open a device and a worker for the group and serve until told to stop. */
+static int worker_main(const gm_search_config *cfg, int rank, int group_size, int local_rank)
 {
     MPI_Comm group;
     MPI_Comm_split(MPI_COMM_WORLD, (rank - 1) / group_size, rank, &group);
-    gm_group_mpi gm;
-    gm_ft_group fg = gm_group_mpi_make(&gm, group);
-    gm_worker_opts wo = {.config = cfg, .abort_check = gm_search_curve_abort, .group = group_size > 1 ? &fg : NULL,
-                         .time_latency = (rank - 1) % group_size == 0};
-    gm_worker *w = NULL;
     gm_error err;
+    gm_backend *dev = NULL;
+    gm_device_kind kind = GM_DEVICE_CPU;
+    gm_device_group *dg = NULL;
+    gm_worker *w = NULL;
+    char desc[600] = "";
     MPI_Barrier(MPI_COMM_WORLD); /* rank 0 has written the teachers' logits: read them, do not recompute */
-    gm_status st = gm_worker_open(&w, &wo, &err);
-    int ok = st == GM_OK, all;
-    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (!ok) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
-    if (all) st = gm_wire_serve(w, MPI_COMM_WORLD, 0, group, &err);
-    if (all && st != GM_OK) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
+    gm_status st = open_device(cfg, local_rank, &dev, &kind, desc, sizeof desc, &err);
+    if (st != GM_OK) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
+    else if (dev && (rank - 1) % group_size == 0) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, desc);
+    /* The group's sum is set up collectively: only when every member has its device. */
+    int ok = st == GM_OK, group_ok = 0;
+    MPI_Allreduce(&ok, &group_ok, 1, MPI_INT, MPI_MIN, group);
+    if (group_ok) {
+        st = gm_device_group_open(&dg, group, kind, dev, &err);
+        if (st == GM_OK) {
+            gm_worker_opts wo = {.config = cfg, .abort_check = gm_search_curve_abort,
+                                 .group = group_size > 1 ? gm_device_group_get(dg) : NULL,
+                                 .time_latency = (rank - 1) % group_size == 0, .device = dev};
+            st = gm_worker_open(&w, &wo, &err);
+        }
+        if (st != GM_OK) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
+    } else if (st == GM_OK) {
+        st = gm_error_set(&err, GM_EDEVICE, "another rank of the group has no device"); /* its message is printed */
+    }
+    int code = worst_code(st);
+    if (!code) {
+        st = gm_wire_serve(w, MPI_COMM_WORLD, 0, group, &err);
+        if (st != GM_OK) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
+        code = st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st);
+    }
     gm_worker_free(w);
+    gm_device_group_free(dg);
+    gm_backend_free(dev);
     MPI_Comm_free(&group);
-    return st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st);
+    return code;
 }
 
-static int coordinator_main(const gm_search_config *cfg, const args *a, const gm_ckpt *ck, int size)
+static int coordinator_main(const gm_search_config *cfg, const args *a, const gm_ckpt *ck, int size, int local_rank)
 {
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none);
@@ -263,27 +318,33 @@ static int coordinator_main(const gm_search_config *cfg, const args *a, const gm
     gm_error err;
     gm_worker *w = NULL;
     gm_search *S = NULL;
+    gm_backend *dev = NULL;
+    gm_device_kind kind = GM_DEVICE_CPU;
+    char desc[600] = "";
+    /* Alone, this rank is the worker and computes on the device; with workers it coordinates on the CPU. */
+    gm_status st = size > 1 ? GM_OK : open_device(cfg, local_rank, &dev, &kind, desc, sizeof desc, &err);
+    if (dev) fprintf(stderr, "gmorph-search: %s\n", desc);
     /* The local worker computes the teachers' logits once for everyone, and is the worker when alone. */
     gm_worker_opts wo = {.config = cfg, .abort_check = gm_search_curve_abort, .time_latency = 1,
-                         .stop = size > 1 ? NULL : &stop_requested};
-    gm_status st = gm_worker_open(&w, &wo, &err);
+                         .stop = size > 1 ? NULL : &stop_requested, .device = dev};
+    if (st == GM_OK) st = gm_worker_open(&w, &wo, &err);
     double base = NAN;
     if (st == GM_OK) st = gm_worker_baseline(w, &base, &err);
     if (size > 1) MPI_Barrier(MPI_COMM_WORLD);
-    int ok = st == GM_OK, all = ok;
-    if (size > 1) MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (!ok) return gm_cli_fail(CMD, NULL, &err);
-    if (!all) {
-        fprintf(stderr, "gmorph-search: a worker rank could not start (see its message)\n");
+    const int code = size > 1 ? worst_code(st) : st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st);
+    if (st != GM_OK || code) {
+        if (st != GM_OK) gm_cli_fail(CMD, NULL, &err);
+        else fprintf(stderr, "gmorph-search: a worker rank could not start (see its message)\n");
         gm_worker_free(w);
-        return GM_EXIT_FAIL;
+        gm_backend_free(dev);
+        return code;
     }
     fprintf(stderr, "gmorph-search: %d models, threshold %.3f, policy %s%s, %d iterations, %d worker group%s of %ld "
-                    "rank%s, %d threads each -> %s/%s\n",
+                    "rank%s, %d threads each, device %s -> %s/%s\n",
             cfg->nmodels, cfg->threshold, cfg->policy == GM_POLICY_SA ? "sa" : "random",
             cfg->deterministic ? " (deterministic)" : "", cfg->iterations, ngroups ? ngroups : 1,
             ngroups == 1 || !ngroups ? "" : "s", ngroups ? a->group_size : 1L, a->group_size > 1 ? "s" : "",
-            cfg->threads, cfg->out, ck ? " (resumed)" : "");
+            cfg->threads, cfg->device, cfg->out, ck ? " (resumed)" : "");
     gm_search_opts so = {.config = cfg, .models = gm_worker_models(w), .orig_val = gm_worker_data(w)->orig_val,
                          .base_latency_ms = base, .resume = ck, .progress = a->quiet ? NULL : show};
     st = gm_search_open(&S, &so, &err);
@@ -296,17 +357,18 @@ static int coordinator_main(const gm_search_config *cfg, const args *a, const gm
     if (st == GM_OK) st = gm_search_finish(S, interrupted, &s, &err);
     gm_search_free(S);
     gm_worker_free(w);
+    gm_backend_free(dev);
     if (st == GM_OK) print_summary(&s, cfg);
     fflush(stdout);
     if (st != GM_OK) fprintf(stderr, "gmorph-search: %s\n", err.msg);
-    const int code = st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st);
+    const int rc = st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st);
     if (busy || st != GM_OK) {
         /* Groups still in a fine-tune cannot hear a stop: everything is written, end the job. */
-        if (size > 1) MPI_Abort(MPI_COMM_WORLD, code ? code : (interrupted ? 1 : 0));
-        return code;
+        if (size > 1) MPI_Abort(MPI_COMM_WORLD, rc ? rc : (interrupted ? 1 : 0));
+        return rc;
     }
     for (int g = 0; g < ngroups; g++) gm_wire_send_stop(leaders[g], MPI_COMM_WORLD, &err);
-    return code;
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -327,6 +389,7 @@ int main(int argc, char **argv)
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    const int local_rank = gm_device_local_rank(MPI_COMM_WORLD); /* collective: before any rank can leave */
     args a;
     int code = parse_args(argc, argv, &a, rank == 0);
     if (!code && (size - 1) % a.group_size != 0) {
@@ -358,7 +421,8 @@ int main(int argc, char **argv)
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGUSR1, &sa, NULL);
     }
-    code = rank == 0 ? coordinator_main(&cfg, &a, a.resume ? &ck : NULL, size) : worker_main(&cfg, rank, (int)a.group_size);
+    code = rank == 0 ? coordinator_main(&cfg, &a, a.resume ? &ck : NULL, size, local_rank)
+                     : worker_main(&cfg, rank, (int)a.group_size, local_rank);
     gm_ckpt_free(&ck);
     MPI_Finalize();
     return code;

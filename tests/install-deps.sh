@@ -13,7 +13,7 @@ apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config ca-certificates \
     libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-openmpi-dev hdf5-tools \
     libcmocka-dev libcjson-dev zlib1g-dev dataset-fashion-mnist chromium slurm-wlm munge \
-    libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-venv python3-numpy python3-h5py >/dev/null
+    libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-venv python3-numpy python3-h5py python3-torch >/dev/null
 # The ONNX tests check exported models with onnx.checker and ONNX Runtime, which
 # Debian 12 does not package: a virtual environment from PyPI, outside the tree.
 if [ ! -x /opt/gmorph-py/bin/python ] || ! /opt/gmorph-py/bin/python -c 'import onnx, onnxruntime' 2>/dev/null; then

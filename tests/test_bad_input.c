@@ -10,11 +10,6 @@
 #include "gm_optim.h"
 #include "test_util.h"
 
-#define assert_msg_has(err, text)                                                          \
-    do {                                                                                   \
-        if (!strstr((err).msg, (text))) fail_msg("message \"%s\" lacks \"%s\"", (err).msg, (text)); \
-    } while (0)
-
 static gm_backend *cpu(void)
 {
     gm_backend *be;

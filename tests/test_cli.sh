@@ -5,19 +5,7 @@
 # model file, and a smoke-scale zoo build. Usage: test_cli.sh PATH_TO_GMORPH
 set -u
 gm=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-check() { # name expected_rc actual_rc [file pattern]
-    if [ "$3" -ne "$2" ]; then
-        echo "FAIL $1: exit code $3, expected $2"; cat "$tmp/out" "$tmp/err"; fails=$((fails + 1)); return
-    fi
-    if [ $# -ge 5 ] && ! grep -q -- "$5" "$4"; then
-        echo "FAIL $1: \"$5\" not in $4:"; cat "$4"; fails=$((fails + 1)); return
-    fi
-    echo "ok   $1"
-}
-run() { "$gm" "$@" >"$tmp/out" 2>"$tmp/err"; }
+. "$(dirname "$0")/cli-lib.sh"
 num() { sed -n "s/.*$1 *\([0-9.]*\)%.*/\1/p" "$tmp/out" | tail -1; }
 
 run --help;                         check "help" 0 $? "$tmp/out" "usage: gmorph"

@@ -5,19 +5,7 @@
 set -u
 gm=$1
 py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-check() { # name expected_rc actual_rc [file pattern]
-    if [ "$3" -ne "$2" ]; then
-        echo "FAIL $1: exit code $3, expected $2"; cat "$tmp/out" "$tmp/err"; fails=$((fails + 1)); return
-    fi
-    if [ $# -ge 5 ] && ! grep -q -- "$5" "$4"; then
-        echo "FAIL $1: \"$5\" not in $4:"; cat "$4"; fails=$((fails + 1)); return
-    fi
-    echo "ok   $1"
-}
-run() { "$gm" "$@" >"$tmp/out" 2>"$tmp/err"; }
+. "$(dirname "$0")/cli-lib.sh"
 
 # ---- help and usage errors
 run data --help;                    check "data help" 0 $? "$tmp/out" "usage: gmorph data"

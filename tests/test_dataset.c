@@ -19,17 +19,6 @@
 #include "gm_h5.h"
 #include "test_util.h"
 
-#define assert_msg_has(err, text)                                                                    \
-    do {                                                                                             \
-        if (!strstr((err).msg, (text))) fail_msg("message \"%s\" lacks \"%s\"", (err).msg, (text)); \
-    } while (0)
-
-#define assert_ok(call, err)                                  \
-    do {                                                      \
-        gm_status st_ = (call);                               \
-        if (st_ != GM_OK) fail_msg("%s: %s", #call, (err).msg); \
-    } while (0)
-
 /* ---- temporary directory ------------------------------------------------- */
 
 typedef struct {

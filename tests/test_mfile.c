@@ -22,17 +22,6 @@
 #include "gm_optim.h"
 #include "test_util.h"
 
-#define assert_msg_has(err, text)                                                                    \
-    do {                                                                                             \
-        if (!strstr((err).msg, (text))) fail_msg("message \"%s\" lacks \"%s\"", (err).msg, (text)); \
-    } while (0)
-
-#define assert_ok(call, err)                                    \
-    do {                                                        \
-        gm_status st_ = (call);                                 \
-        if (st_ != GM_OK) fail_msg("%s: %s", #call, (err).msg); \
-    } while (0)
-
 /* Every HDF5 id our code opened is closed again (a leaked id keeps a file open). */
 static void assert_no_open_h5(void) { assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0); }
 

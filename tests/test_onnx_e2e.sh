@@ -43,6 +43,8 @@ for spec in "colour vgg 1" "scale vgg 2" "shape resnet 3"; do
     echo "ok: $1 trained in PyTorch, imported, $acc% on val in gmorph"
     models="$models${models:+, }\"$tmp/$1.h5\""
 done
+mflop() { sed -n 's/.* \([0-9.]*\) MFLOP per image.*/\1/p' "$1" | head -1; }
+orig=$(for t in colour scale shape; do mflop "$tmp/$t.eval"; done | awk '{ s += $1 } END { print s }')
 
 # ---- 3. search --------------------------------------------------------------------------
 cat >"$tmp/search.json" <<EOF
@@ -57,7 +59,11 @@ cat >"$tmp/search.json" <<EOF
 EOF
 "$gs" --config "$tmp/search.json" --out "$tmp/run" >"$tmp/search.out" 2>&1 || { tail -20 "$tmp/search.out"; fail "gmorph-search"; }
 [ -f "$tmp/run/best.h5" ] || { tail -20 "$tmp/search.out"; fail "the search kept no best model"; }
-echo "ok: the search fused the imported models ($(grep -c passed "$tmp/run/candidates.csv") candidates passed)"
+"$gm" eval "$tmp/run/best.h5" --split val --no-latency >"$tmp/best.eval" 2>&1 || { cat "$tmp/best.eval"; fail "gmorph eval best.h5"; }
+best=$(mflop "$tmp/best.eval")
+awk -v b="$best" -v o="$orig" 'BEGIN { exit !(b > 0 && b < o) }' ||
+    { cat "$tmp/best.eval"; fail "the best model costs $best MFLOP, the three originals $orig: nothing was fused"; }
+echo "ok: the search fused the imported models: $best MFLOP per image against $orig for the three"
 
 # ---- 4. export and ONNX Runtime -----------------------------------------------------------
 "$gm" export "$tmp/run/best.h5" "$tmp/fused.onnx" --reference "$tmp/io.h5" >"$tmp/export.out" 2>&1 ||

@@ -10,10 +10,25 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
+#include "gm_error.h"
 #include "gm_rng.h"
+
+/* The gm_error's message contains text (a message must name what it is about). */
+#define assert_msg_has(err, text)                                                                    \
+    do {                                                                                             \
+        if (!strstr((err).msg, (text))) fail_msg("message \"%s\" lacks \"%s\"", (err).msg, (text)); \
+    } while (0)
+
+/* call returns GM_OK, else the test fails with err's message. */
+#define assert_ok(call, err)                                    \
+    do {                                                        \
+        gm_status st_ = (call);                                 \
+        if (st_ != GM_OK) fail_msg("%s: %s", #call, (err).msg); \
+    } while (0)
 
 /* |got - want| <= atol + rtol * |want|, failing with the index and both values. */
 void gm_check_close(const char *what, size_t i, double got, double want, double atol, double rtol,

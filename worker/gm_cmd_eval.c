@@ -9,13 +9,14 @@
 #include <string.h>
 
 #include "gm_cli.h"
+#include "gm_device.h"
 #include "gm_mfile.h"
 #include "gm_train.h"
 
 #define CMD "eval"
 
 typedef struct {
-    const char *model, *data, *split;
+    const char *model, *data, *split, *device;
     int threads, batch, warmup, runs, no_latency;
     long limit;
 } eval_args;
@@ -30,6 +31,9 @@ static void usage(FILE *f)
             "  --limit N       score only the first N samples\n"
             "  --batch N       evaluation batch (default 256)\n"
             "  --threads N     CPU threads (default: all cores)\n"
+            "  --device D      cpu or cuda (default cpu); cuda: the GPU picked by the rank's index on its\n"
+            "                  node (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID; else GPU 0), latency timed\n"
+            "                  with CUDA events. Exit code 2 where this build or machine has no GPU\n"
             "  --warmup N      latency warm-up runs (default 20)\n"
             "  --runs N        timed latency runs; the median is reported (default 200)\n"
             "  --no-latency    skip the latency measurement\n"
@@ -43,8 +47,10 @@ static int parse(int argc, char **argv, eval_args *a)
         {"limit", required_argument, 0, 'n'}, {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"warmup", required_argument, 0, 'W'},
         {"runs", required_argument, 0, 'r'},  {"no-latency", no_argument, 0, 'L'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
-    *a = (eval_args){.split = "test", .threads = gm_cli_cores(), .batch = 256, .warmup = 20, .runs = 200};
+        {"device", required_argument, 0, 'D'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    *a = (eval_args){.split = "test", .device = "cpu", .threads = gm_cli_cores(), .batch = 256, .warmup = 20,
+                     .runs = 200};
     int c, bad = 0;
     long v;
     optind = 1;
@@ -58,6 +64,16 @@ static int parse(int argc, char **argv, eval_args *a)
         case 'W': bad = gm_cli_int(CMD, "--warmup", optarg, 0, 100000, &v); a->warmup = (int)v; break;
         case 'r': bad = gm_cli_int(CMD, "--runs", optarg, 1, 1000000, &v); a->runs = (int)v; break;
         case 'L': a->no_latency = 1; break;
+        case 'D': {
+            gm_device_kind kind;
+            gm_error err;
+            a->device = optarg;
+            if (gm_device_parse(optarg, &kind, &err) != GM_OK) {
+                fprintf(stderr, "gmorph eval: --device: %s\n", err.msg);
+                bad = 1;
+            }
+            break;
+        }
         case 'h': usage(stdout); exit(GM_EXIT_OK);
         default: bad = 1;
         }
@@ -120,14 +136,16 @@ int gm_cmd_eval(int argc, char **argv)
     gm_error err;
     if (parse(argc, argv, &a)) return GM_EXIT_USAGE;
     if (gm_split_parse(a.split, &split, &err) != GM_OK) return gm_cli_fail(CMD, "--split", &err);
-    gm_mfile m = {0};
-    if (gm_mfile_load(a.model, &m, &err) != GM_OK) return gm_cli_fail(CMD, NULL, &err);
     gm_backend *be = NULL;
+    char where[600];
+    gm_status st = gm_device_open_named(&be, a.device, a.threads, where, sizeof where, &err);
+    if (st != GM_OK) return gm_cli_fail(CMD, NULL, &err); /* names the device */
+    gm_mfile m = {0};
+    if (gm_mfile_load(a.model, &m, &err) != GM_OK) return gm_backend_free(be), gm_cli_fail(CMD, NULL, &err);
     gm_net *net = NULL;
     gm_net_desc desc = gm_mfile_desc(&m);
     int rc = GM_EXIT_OK, scored = 0;
-    gm_status st = gm_backend_cpu_create(&be, a.threads, &err);
-    if (st == GM_OK) st = gm_net_create(&net, be, &desc, a.batch, 1, &err);
+    st = gm_net_create(&net, be, &desc, a.batch, 1, &err);
     if (st == GM_OK) st = gm_mfile_to_net(&m, net, &err);
     if (st == GM_OK) {
         printf("%s: %s, %d task%s, %zu parameters, %.1f MFLOP per image\n", a.model, m.arch, m.ntasks,
@@ -142,8 +160,8 @@ int gm_cmd_eval(int argc, char **argv)
         double ms;
         st = gm_measure_latency(net, a.warmup, a.runs, &ms, &err);
         if (st == GM_OK)
-            printf("batch-1 latency %.3f ms (median of %d runs after %d warm-up, %d thread%s)\n", ms, a.runs,
-                   a.warmup, a.threads, a.threads == 1 ? "" : "s");
+            printf("batch-1 latency %.3f ms (median of %d runs after %d warm-up; %s)\n", ms, a.runs, a.warmup,
+                   where);
     }
     if (st != GM_OK) rc = gm_cli_fail(CMD, NULL, &err);
     else if (scored == 0) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "gm_cli.h"
+#include "gm_device.h"
 #include "gm_models.h"
 #include "gm_optim.h"
 #include "gm_train.h"
@@ -19,7 +20,7 @@
 #define CMD "train"
 
 typedef struct {
-    const char *data, *task, *out, *arch, *optim, *checkpoint, *norm_from;
+    const char *data, *task, *out, *arch, *optim, *checkpoint, *norm_from, *device;
     int widths[5], epochs, batch, threads, quiet, fresh;
     long limit;
     double lr, wd, ckpt_every;
@@ -56,6 +57,9 @@ static void usage(FILE *f)
             "                       that will be fused must all expect the same input)\n"
             "  --seed N             initialisation and shuffling seed (default 1)\n"
             "  --threads N          CPU threads (default: all cores)\n"
+            "  --device cpu|cuda    where to train (default cpu); cuda: the GPU picked by the rank's index\n"
+            "                       on its node (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID; else GPU 0).\n"
+            "                       Fails with exit code 2 where this build or machine has no GPU\n"
             "  --checkpoint FILE    resumable state (default: MODEL.ckpt.h5 beside --out)\n"
             "  --checkpoint-every S also checkpoint every S seconds inside an epoch (default 300)\n"
             "  --fresh              ignore an existing checkpoint and start over\n"
@@ -76,10 +80,10 @@ static int parse(int argc, char **argv, train_args *a)
         {"threads", required_argument, 0, 't'},  {"limit", required_argument, 0, 'n'},
         {"seed", required_argument, 0, 's'},     {"checkpoint", required_argument, 0, 'c'},
         {"checkpoint-every", required_argument, 0, 'C'}, {"fresh", no_argument, 0, 'F'},
-        {"norm-from", required_argument, 0, 'N'},
+        {"norm-from", required_argument, 0, 'N'}, {"device", required_argument, 0, 'D'},
         {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    *a = (train_args){.arch = "vgg11", .optim = "adam", .widths = {16, 32, 64, 64, 0}, .epochs = 10,
+    *a = (train_args){.arch = "vgg11", .optim = "adam", .device = "cpu", .widths = {16, 32, 64, 64, 0}, .epochs = 10,
                       .batch = 64, .threads = gm_cli_cores(), .lr = -1.0, .wd = -1.0, .seed = 1,
                       .ckpt_every = 300.0};
     int c, bad = 0;
@@ -104,6 +108,16 @@ static int parse(int argc, char **argv, train_args *a)
         case 'C': bad = gm_cli_float(CMD, "--checkpoint-every", optarg, 0.0, 1e9, &a->ckpt_every); break;
         case 'F': a->fresh = 1; break;
         case 'N': a->norm_from = optarg; break;
+        case 'D': {
+            gm_device_kind kind;
+            gm_error err;
+            a->device = optarg;
+            if (gm_device_parse(optarg, &kind, &err) != GM_OK) {
+                fprintf(stderr, "gmorph train: --device: %s\n", err.msg);
+                bad = 1;
+            }
+            break;
+        }
         case 'q': a->quiet = 1; break;
         case 'h': usage(stdout); exit(GM_EXIT_OK);
         default: bad = 1;
@@ -185,16 +199,23 @@ int gm_cmd_train(int argc, char **argv)
     if (parse(argc, argv, &a) || optimizer_from(&a, &upd)) return GM_EXIT_USAGE;
     gm_error err;
     gm_dataset *ds = NULL;
-    if (gm_ds_open(&ds, a.data, &err) != GM_OK) return gm_cli_fail(CMD, NULL, &err);
+    gm_backend *be = NULL;
+    char where[600];
+    /* The device first: a missing GPU is reported before minutes of loading. */
+    gm_status st = gm_device_open_named(&be, a.device, a.threads, where, sizeof where, &err);
+    if (st != GM_OK) return gm_cli_fail(CMD, NULL, &err); /* names the device */
+    if (gm_ds_open(&ds, a.data, &err) != GM_OK) return gm_backend_free(be), gm_cli_fail(CMD, NULL, &err);
     if (a.norm_from) {
         gm_dataset *other = NULL;
-        if (gm_ds_open(&other, a.norm_from, &err) != GM_OK) return gm_ds_close(ds), gm_cli_fail(CMD, "--norm-from", &err);
+        if (gm_ds_open(&other, a.norm_from, &err) != GM_OK)
+            return gm_ds_close(ds), gm_backend_free(be), gm_cli_fail(CMD, "--norm-from", &err);
         const gm_ds_info *oi = gm_ds_get_info(other);
         if (oi->shape.c != gm_ds_get_info(ds)->shape.c) {
             fprintf(stderr, "gmorph train: --norm-from %s has %d channels, %s has %d\n", a.norm_from, oi->shape.c,
                     a.data, gm_ds_get_info(ds)->shape.c);
             gm_ds_close(other);
             gm_ds_close(ds);
+            gm_backend_free(be);
             return GM_EXIT_USAGE;
         }
         gm_ds_set_normalisation(ds, oi->mean, oi->std);
@@ -202,7 +223,6 @@ int gm_cmd_train(int argc, char **argv)
     }
     int task = pick_task(ds, a.task), rc = GM_EXIT_OK;
     gm_model *model = calloc(1, sizeof *model);
-    gm_backend *be = NULL;
     gm_net *net = NULL;
     const gm_ds_info *info = gm_ds_get_info(ds);
     char ckpt[4096], arch[128];
@@ -214,9 +234,8 @@ int gm_cmd_train(int argc, char **argv)
         rc = gm_cli_fail(CMD, NULL, &(gm_error){GM_ENOMEM, "out of memory"});
         goto done;
     }
-    gm_status st = gm_model_from_name(model, a.arch, a.widths, info->shape, info->tasks[task].classes, &err);
+    st = gm_model_from_name(model, a.arch, a.widths, info->shape, info->tasks[task].classes, &err);
     gm_net_desc desc = gm_model_desc(model);
-    if (st == GM_OK) st = gm_backend_cpu_create(&be, a.threads, &err);
     if (st == GM_OK) st = gm_net_create(&net, be, &desc, a.batch, a.seed, &err);
     if (st != GM_OK) {
         rc = gm_cli_fail(CMD, NULL, &err);
@@ -228,10 +247,10 @@ int gm_cmd_train(int argc, char **argv)
     if (a.checkpoint) snprintf(ckpt, sizeof ckpt, "%s", a.checkpoint);
     else default_checkpoint(a.out, ckpt, sizeof ckpt);
     printf("gmorph train: %s on %s task \"%s\" (%d classes): %zu parameters, %.1f MFLOP per image; "
-           "%ld/%ld/%ld train/val/test samples; %d threads, OpenBLAS kernels %s\n",
+           "%ld/%ld/%ld train/val/test samples; %s\n",
            arch, info->name, info->tasks[task].name, info->tasks[task].classes, gm_net_nparams(net),
            (double)gm_net_flops(net) / 1e6, info->n[GM_SPLIT_TRAIN], info->n[GM_SPLIT_VAL],
-           info->n[GM_SPLIT_TEST], a.threads, gm_backend_cpu_blas_core());
+           info->n[GM_SPLIT_TEST], where);
     fflush(stdout);
 
     struct sigaction sa = {0};

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "gm_clock.h"
+#include "gm_device.h"
 #include "gm_h5.h"
 #include "gm_optim.h"
 #include "gm_train.h"
@@ -52,7 +53,7 @@ static gm_status forward_all(gm_net *net, const float *x, long n, size_t numel, 
             be->to_host(be, y[k] + (size_t)i * classes[k], gm_net_output(net, outs[k]),
                         sizeof(float) * (size_t)b * classes[k]);
     }
-    return GM_OK;
+    return be->status(be, err); /* a failed forward on a device left garbage logits */
 }
 
 static long correct(const float *logits, const int32_t *y, long n, int classes)

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gm_device.h"
 #include "gm_h5.h"
 #include "gm_mfile.h"
 #include "gm_optim.h"
@@ -55,6 +56,7 @@ gm_status gm_eval_tasks(gm_net *net, gm_dataset *ds, gm_split s, int n, const in
             for (int i = 0; i < cnt; i++) correct[t] += gm_top1(logits + (size_t)i * classes, classes) == y[first + i];
         }
     }
+    if (st == GM_OK) st = be->status(be, err); /* a failed forward left garbage logits */
     for (int t = 0; st == GM_OK && t < n; t++) acc[t] = total ? (double)correct[t] / (double)total : 0.0;
     free(x);
     free(logits);
@@ -63,16 +65,17 @@ gm_status gm_eval_tasks(gm_net *net, gm_dataset *ds, gm_split s, int n, const in
     return st;
 }
 
-/* One batch-1 eval forward of each of n nets in turn, device synchronised; seconds. */
-static double time_once(gm_net *const *nets, int n, const float *x, gm_status *s, gm_error *err)
+/*
+ * One batch-1 eval forward of each of n nets in turn, in ms, timed by the
+ * backend's marks (the CPU's clock; CUDA events, the device finished when the
+ * time is read).
+ */
+static double time_once(gm_backend *be, gm_net *const *nets, int n, const float *x, gm_status *s, gm_error *err)
 {
-    double t0 = gm_now_s();
-    for (int k = 0; *s == GM_OK && k < n; k++) {
-        *s = gm_net_forward(nets[k], x, 1, 0, err);
-        gm_backend *be = gm_net_backend(nets[k]);
-        be->sync(be); /* a device must finish before the clock stops */
-    }
-    return gm_now_s() - t0;
+    be->mark(be, 0);
+    for (int k = 0; *s == GM_OK && k < n; k++) *s = gm_net_forward(nets[k], x, 1, 0, err);
+    be->mark(be, 1);
+    return be->elapsed_ms(be, 0, 1);
 }
 
 static float *zero_input(gm_net *const *nets, int n)
@@ -85,21 +88,34 @@ static float *zero_input(gm_net *const *nets, int n)
     return calloc(numel, sizeof(float));
 }
 
+/* The backend every net of a and base runs on; NULL when they differ (one set of marks times them all). */
+static gm_backend *common_backend(gm_net *a, gm_net *const *base, int n)
+{
+    gm_backend *be = a ? gm_net_backend(a) : gm_net_backend(base[0]);
+    for (int k = 0; base && k < n; k++)
+        if (gm_net_backend(base[k]) != be) return NULL;
+    return be;
+}
+
 gm_status gm_measure_latency_pair(gm_net *a, gm_net *const *base, int n, int warmup, int runs, double *a_ms,
                                   double *base_ms, gm_error *err)
 {
     if (runs < 1) return gm_error_set(err, GM_EINVAL, "latency: %d runs", runs);
+    if (!a && (!base || n < 1)) return gm_error_set(err, GM_EINVAL, "latency: no net to time");
+    gm_backend *be = common_backend(a, base, n);
+    if (!be) return gm_error_set(err, GM_EINVAL, "latency: the nets timed together must share one backend");
     float *x = a ? zero_input(&a, 1) : NULL, *xb = base ? zero_input(base, n) : NULL;
     double *ta = malloc(sizeof(double) * (size_t)runs), *tb = malloc(sizeof(double) * (size_t)runs);
     gm_status s = (!a || x) && (!base || xb) && ta && tb ? GM_OK : gm_error_set(err, GM_ENOMEM, "latency: out of memory");
     for (int i = 0; s == GM_OK && i < warmup + runs; i++) {
-        double da = a ? time_once(&a, 1, x, &s, err) : 0.0;
-        double db = base ? time_once(base, n, xb, &s, err) : 0.0;
+        double da = a ? time_once(be, &a, 1, x, &s, err) : 0.0;
+        double db = base ? time_once(be, base, n, xb, &s, err) : 0.0;
         if (i >= warmup) {
-            ta[i - warmup] = da * 1e3;
-            tb[i - warmup] = db * 1e3;
+            ta[i - warmup] = da;
+            tb[i - warmup] = db;
         }
     }
+    if (s == GM_OK) s = be->status(be, err); /* a failed forward or mark leaves no time worth reporting */
     if (s == GM_OK && a_ms) *a_ms = gm_median(ta, runs);
     if (s == GM_OK && base_ms) *base_ms = gm_median(tb, runs);
     free(x);

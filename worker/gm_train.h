@@ -82,7 +82,12 @@ gm_status gm_eval_tasks(gm_net *net, gm_dataset *ds, gm_split s, int n, const in
 /* Index of the largest of k logits (the first on ties): a prediction. */
 int gm_top1(const float *z, int k);
 
-/* Median wall time of runs batch-1 eval forwards after warmup ones, in ms. */
+/*
+ * Median time of runs batch-1 eval forwards after warmup ones, in ms, timed by
+ * the backend's marks (gm_backend.mark): wall time on the CPU, CUDA events on
+ * a GPU, so a device's time is that of the finished work, the input's copy in
+ * included. Nets timed in one call share one backend.
+ */
 gm_status gm_measure_latency(gm_net *net, int warmup, int runs, double *median_ms, gm_error *err);
 /*
  * The same for n nets run one after the other on one input each time (the

@@ -14,8 +14,9 @@ struct gm_worker {
     gm_mfile models[GM_MF_MAX_TASKS];
     const gm_mfile *mptr[GM_MF_MAX_TASKS];
     gm_ft_data data;
-    gm_backend *be;
-    gm_backend *lat_be;            /* one thread: batch-1 latency, as gmorph eval reports it */
+    gm_backend *be;                /* fine-tuning */
+    gm_backend *lat_be;            /* batch-1 latency: one CPU thread (as gmorph eval reports it), or the device */
+    int own_be;                    /* 1: be and lat_be are the worker's own CPU backends */
     gm_net *base[GM_MF_MAX_TASKS]; /* the originals at batch 1 on lat_be: the latency peer */
 };
 
@@ -39,8 +40,10 @@ void gm_worker_free(gm_worker *w)
         gm_net_free(w->base[t]);
     }
     gm_ft_data_free(&w->data);
-    gm_backend_free(w->be);
-    gm_backend_free(w->lat_be);
+    if (w->own_be) {
+        gm_backend_free(w->be);
+        gm_backend_free(w->lat_be);
+    }
     free(w);
 }
 
@@ -59,9 +62,11 @@ gm_status gm_worker_open(gm_worker **out, const gm_worker_opts *o, gm_error *err
             st = gm_error_set(err, GM_EINVAL, "%s: a model to fuse has one task, this one has %d", c->models[t],
                               w->models[t].ntasks);
     }
-    if (st == GM_OK) st = gm_backend_cpu_create(&w->be, c->threads, err);
+    w->own_be = !o->device;
+    if (o->device) w->be = w->lat_be = o->device;
+    if (st == GM_OK && w->own_be) st = gm_backend_cpu_create(&w->be, c->threads, err);
     /* Threads only add wake-up costs to one small image: 2 threads made B2's batch-1 inference 3x slower. */
-    if (st == GM_OK) st = gm_backend_cpu_create(&w->lat_be, 1, err);
+    if (st == GM_OK && w->own_be) st = gm_backend_cpu_create(&w->lat_be, 1, err);
     if (st == GM_OK && gm_fs_mkdirs(c->out) != 0) /* the teachers' logits are cached in the run folder */
         st = gm_error_set(err, GM_EIO, "%s: cannot create: %s", c->out, strerror(errno));
     char cache[1200];

@@ -49,7 +49,15 @@ typedef struct {
      * rule, run where the curve is): see gm_ft_opts.abort_check. NULL: never.
      */
     int (*abort_check)(void *ctx, const double *epoch, const double *acc, int n, int max_epoch, double target);
-    const gm_ft_group *group;    /* NULL: this rank alone */
+    const gm_ft_group *group;    /* NULL: this rank alone (gm_device_group_open makes one) */
+    /*
+     * The backend that fine-tunes and times candidates (borrowed: it must
+     * outlive the worker), a GPU from gm_device_open; candidates and the
+     * originals are then timed at batch 1 on it too. NULL: the CPU, with
+     * config->threads threads for fine-tuning and one for batch-1 latency.
+     * The teachers' logits are computed on the CPU either way.
+     */
+    gm_backend *device;
     int time_latency;            /* 0: skip the latency measurement (group members other than the leader) */
     const volatile sig_atomic_t *stop; /* alone only: a set flag interrupts a fine-tune (see gm_ft_opts.stop) */
 } gm_worker_opts;

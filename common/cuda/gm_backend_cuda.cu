@@ -329,6 +329,7 @@ extern "C" gm_status gm_backend_cuda_create(gm_backend **out, const gm_cuda_opts
     be->sync = cuda_sync;
     be->mark = cuda_mark;
     be->elapsed_ms = cuda_elapsed_ms;
+    be->status = gm_backend_cuda_status;
     be->destroy = cuda_destroy;
     *out = be;
     return GM_OK;
