@@ -621,9 +621,9 @@ gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, 
         st = test_accuracy(S, be, S->o.models[t], acc, err);
         s->orig_test[t] = acc[t];
     }
-    gm_backend *one = NULL; /* batch-1 latency on one thread, as the workers time it */
-    if (st == GM_OK && S->best_id >= 0) st = gm_backend_cpu_create(&one, 1, err);
-    if (st == GM_OK && S->best_id >= 0) st = final_choice(S, one, s, err);
+    gm_backend *one = NULL; /* batch-1 latency where the workers timed it: the device, else one CPU thread */
+    if (st == GM_OK && S->best_id >= 0 && !S->o.latency_device) st = gm_backend_cpu_create(&one, 1, err);
+    if (st == GM_OK && S->best_id >= 0) st = final_choice(S, one ? one : S->o.latency_device, s, err);
     gm_backend_free(one);
     if (st == GM_OK && S->best_id >= 0) {
         st = test_accuracy(S, be, &S->best, s->best_test, err);

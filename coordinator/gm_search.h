@@ -75,6 +75,13 @@ typedef struct {
     const double *orig_val;              /* their validation accuracy per task */
     double base_latency_ms;              /* the originals one after the other, for the summary */
     const gm_ckpt *resume;               /* NULL: a fresh sweep; else continue this checkpoint */
+    /*
+     * What the final re-timing of the best and the elites runs on (borrowed): the
+     * device the workers timed candidates on (a GPU in a --device cuda sweep), so
+     * the summary's speed-up is the deployment's. NULL: a one-thread CPU backend,
+     * as CPU workers time.
+     */
+    gm_backend *latency_device;
     void (*progress)(void *ctx, const gm_search_event *e); /* hears every finished candidate; may be NULL */
     void *ctx;
 } gm_search_opts;

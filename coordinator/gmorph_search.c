@@ -55,8 +55,8 @@ static void usage(FILE *f)
             "  --threads N           CPU threads per rank (overrides)\n"
             "  --device cpu|cuda     what workers fine-tune and time candidates on (overrides run.device;\n"
             "                        default cpu). cuda: one GPU per rank, picked from the rank's index on\n"
-            "                        its node; groups sum gradients with NCCL. Rank 0 coordinates on the\n"
-            "                        CPU (alone, it is also the worker and uses the device)\n"
+            "                        its node; groups sum gradients with NCCL. Rank 0 uses its node's\n"
+            "                        GPU for the teachers and the final re-timing of the best\n"
             "  --group-size G        ranks per worker group, fine-tuning data-parallel (default 1)\n"
             "  --deterministic       rounds of run.round candidates: the result does not depend on timing\n"
             "                        or on the number of ranks (best = fewest FLOPs)\n"
@@ -321,8 +321,10 @@ static int coordinator_main(const gm_search_config *cfg, const args *a, const gm
     gm_backend *dev = NULL;
     gm_device_kind kind = GM_DEVICE_CPU;
     char desc[600] = "";
-    /* Alone, this rank is the worker and computes on the device; with workers it coordinates on the CPU. */
-    gm_status st = size > 1 ? GM_OK : open_device(cfg, local_rank, &dev, &kind, desc, sizeof desc, &err);
+    /* Alone, this rank is the worker and computes on the device. With workers it still opens
+     * it: the teachers' logits are computed here, and the final re-timing of the best must
+     * run where the workers timed candidates (the summary's speed-up is the device's). */
+    gm_status st = open_device(cfg, local_rank, &dev, &kind, desc, sizeof desc, &err);
     if (dev) fprintf(stderr, "gmorph-search: %s\n", desc);
     /* The local worker computes the teachers' logits once for everyone, and is the worker when alone. */
     gm_worker_opts wo = {.config = cfg, .abort_check = gm_search_curve_abort, .time_latency = 1,
@@ -346,7 +348,7 @@ static int coordinator_main(const gm_search_config *cfg, const args *a, const gm
             ngroups == 1 || !ngroups ? "" : "s", ngroups ? a->group_size : 1L, a->group_size > 1 ? "s" : "",
             cfg->threads, cfg->device, cfg->out, ck ? " (resumed)" : "");
     gm_search_opts so = {.config = cfg, .models = gm_worker_models(w), .orig_val = gm_worker_data(w)->orig_val,
-                         .base_latency_ms = base, .resume = ck, .progress = a->quiet ? NULL : show};
+                         .base_latency_ms = base, .resume = ck, .latency_device = dev, .progress = a->quiet ? NULL : show};
     st = gm_search_open(&S, &so, &err);
     int leaders[4096], interrupted = 0, busy = 0;
     for (int g = 0; g < ngroups && g < 4096; g++) leaders[g] = 1 + g * (int)a->group_size;
