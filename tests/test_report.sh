@@ -67,9 +67,16 @@ done
 epochs=$(column epochs | awk '{s += $1} END {print s}')
 grep -q "; $epochs in all |" "$md" && ok "fine-tune epochs in all ($epochs) equal the checkpoint's" || bad "epochs: want $epochs"
 
-best=$(sed -n 's/.*speed-up \([0-9.]*x\) (candidate \([0-9]*\)).*/candidate \2, speed-up \1/p' "$run/summary.md")
-[ -n "$best" ] && grep -q "^| best | $best |\$" "$md" && grep -q "<td>$best</td>" "$html" &&
-    ok "best candidate and speed-up equal summary.md's ($best)" || { bad "best: summary.md says '$best'"; grep "best" "$md"; }
+# summary.md: "speed-up Fx (candidate N) when the search timed it; ... B ms against O ms, **Ex**"
+found=$(sed -n 's/.*speed-up \([0-9.]*x\) (candidate \([0-9]*\)).*/\2 \1/p' "$run/summary.md")
+endx=$(sed -n 's/.*, \*\*\([0-9.]*x\)\*\*.*/\1/p' "$run/summary.md")
+set -- $found
+best="candidate $1, speed-up $endx timed again at the end ($2 when the search timed it)"
+[ -n "$found" ] && [ -n "$endx" ] && grep -q "^| best | $best |\$" "$md" && grep -q "<td>$best</td>" "$html" &&
+    ok "best candidate and both speed-ups equal summary.md's ($best)" || { bad "best: summary.md says '$found', '$endx'"; grep "best" "$md"; }
+grep -q "^| ratio at the end (originals / fused) | $endx |" "$md" && ok "latency table's end ratio equals summary.md's ($endx)" \
+    || { bad "end ratio: want $endx"; grep -A8 "^## Latency" "$md"; }
+best="candidate $1,"
 # Plot 1 replays the search's rule for the best: its last improvement is the best candidate.
 last=$(sed -n 's/.*<title>candidate \([0-9]*\): [0-9.]*x<\/title>.*/\1/p' "$run/report-progress.svg" | tail -1)
 [ -n "$last" ] && echo "$best" | grep -q "^candidate $last," && ok "best so far ends at the best (candidate $last)" \
