@@ -137,7 +137,7 @@ gm_status gm_oxb_node(gm_oxb_graph *g, const char *op_type, const char *name, co
     *n = (Onnx__NodeProto)ONNX__NODE_PROTO__INIT;
     for (int i = 0; i < ninputs; i++) in[i] = gm_oxb_str(a, "%s", inputs[i]);
     out[0] = gm_oxb_str(a, "%s", output);
-    memcpy(at, attrs, sizeof *at * (size_t)nattrs);
+    if (nattrs) memcpy(at, attrs, sizeof *at * (size_t)nattrs); /* attrs may be NULL when there are none */
     n->name = gm_oxb_str(a, "%s", name);
     n->op_type = gm_oxb_str(a, "%s", op_type);
     if (a->failed) return oom(err);

@@ -258,7 +258,9 @@ static void test_ops_match_cpu(void **state)
         CASE("batchnorm train", gm_op_batchnorm2d(3), 3, 4, 4, 7, 1),
         CASE("batchnorm eval", gm_op_batchnorm2d(3), 3, 4, 4, 7, 0),
         CASE("batchnorm train batch 1 on 5x7", gm_op_batchnorm2d(3), 3, 5, 7, 1, 1),
-        CASE("batchnorm train on 1x1", gm_op_batchnorm2d(4), 4, 1, 1, 2, 1),
+        /* batch 3: with 2 values per channel dx is nearly all cancellation (|dx| ~ 5e-3
+         * from terms ~ 10), and the CPU's float sum of squares alone differs by 2e-4 */
+        CASE("batchnorm train on 1x1", gm_op_batchnorm2d(4), 4, 1, 1, 3, 1),
         CASE("batchnorm train, 2 splits", gm_op_batchnorm2d(3), 3, 40, 40, 7, 1),
         CASE("batchnorm train, 7 splits", gm_op_batchnorm2d(4), 4, 64, 64, 7, 1),
         CASE("batchnorm train 32 channels", gm_op_batchnorm2d(32), 32, 16, 16, 7, 1),

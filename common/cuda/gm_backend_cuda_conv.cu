@@ -233,7 +233,7 @@ static int conv_begin(gmc_state *s, const gm_op_args *a, conv_call *c)
     if (!c->p) return 0;
     const size_t ws = gmc_round_up(c->p->ws, GMC_ALIGN);
     char *base = (char *)gmc_scratch(s, ws + stage, "conv2d");
-    if (!base) return 0;
+    if (!base && ws + stage) return 0; /* recorded; needing none, NULL scratch is fine */
     c->ws = base;
     c->stage = (float *)(base + ws);
     c->nw = weight_floats(key);
