@@ -169,8 +169,8 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = get_int(sec, "round", 1, 100000, &c->round, err);
     if (st == GM_OK) st = get_int(sec, "checkpoint_every", 0, 100000000, &c->checkpoint_every, err);
     if (st == GM_OK) st = gm_json_get_double(sec, "timeout_s", 0, 0.0, 1e9, &c->timeout_s, err);
-    static const char *const device_names[] = {"cpu", "cuda", NULL};
-    int device = !strcmp(c->device, "cuda");
+    static const char *const device_names[] = {"cpu", "cuda", "cuda-tf32", NULL};
+    int device = !strcmp(c->device, "cuda") ? 1 : !strcmp(c->device, "cuda-tf32") ? 2 : 0;
     if (st == GM_OK) st = get_choice(sec, "run", "device", device_names, &device, path, err);
     snprintf(c->device, sizeof c->device, "%s", device_names[device]);
     return st;

@@ -55,8 +55,9 @@ typedef struct {
     int round;              /* candidates per round in deterministic mode */
     int checkpoint_every;   /* results between checkpoints (0: only at the end and on signals) */
     double timeout_s;       /* a candidate running longer is dispatched again once, then failed (0: none) */
-    char device[8];         /* "cpu" (default) or "cuda": what worker ranks fine-tune and time candidates on
-                               (rank 0, the coordinator, stays on the CPU unless it is the only rank) */
+    char device[16];        /* "cpu" (default), "cuda" or "cuda-tf32" (gm_device.h): what worker ranks
+                               fine-tune and time candidates on; rank 0 uses it for the teachers and the
+                               final re-timing */
 } gm_search_config;
 
 /* GMorph's defaults (T0 100, alpha 0.99, 200 iterations, 2 merges, ...). */

@@ -53,10 +53,12 @@ static void usage(FILE *f)
             "  --time-budget S       stop proposing after S seconds in all (overrides)\n"
             "  --seed N              (overrides)\n"
             "  --threads N           CPU threads per rank (overrides)\n"
-            "  --device cpu|cuda     what workers fine-tune and time candidates on (overrides run.device;\n"
-            "                        default cpu). cuda: one GPU per rank, picked from the rank's index on\n"
-            "                        its node; groups sum gradients with NCCL. Rank 0 uses its node's\n"
-            "                        GPU for the teachers and the final re-timing of the best\n"
+            "  --device D            cpu, cuda or cuda-tf32: what workers fine-tune and time candidates on\n"
+            "                        (overrides run.device; default cpu). cuda: one GPU per rank, picked\n"
+            "                        from the rank's index on its node, strict float32; cuda-tf32: TF32\n"
+            "                        tensor cores in products and convolutions. Groups sum gradients with\n"
+            "                        NCCL. Rank 0 uses its node's GPU for the teachers and the final\n"
+            "                        re-timing of the best\n"
             "  --group-size G        ranks per worker group, fine-tuning data-parallel (default 1)\n"
             "  --deterministic       rounds of run.round candidates: the result does not depend on timing\n"
             "                        or on the number of ranks (best = fewest FLOPs)\n"
@@ -133,7 +135,7 @@ static int parse_args(int argc, char **argv, args *a, int talk)
             gm_device_kind kind;
             gm_error err;
             a->device = optarg;
-            if (gm_device_parse(optarg, &kind, &err) != GM_OK) {
+            if (gm_device_parse(optarg, &kind, NULL, &err) != GM_OK) {
                 if (talk) fprintf(stderr, "gmorph-search: --device: %s\n", err.msg);
                 bad = 1;
             }
@@ -253,8 +255,9 @@ static gm_status open_device(const gm_search_config *cfg, int local_rank, gm_bac
                              char *desc, size_t desc_size, gm_error *err)
 {
     *be = NULL;
-    gm_status st = gm_device_parse(cfg->device, kind, err);
-    const gm_device_opts o = {.kind = *kind, .threads = cfg->threads, .local_rank = local_rank};
+    int tf32 = 0;
+    gm_status st = gm_device_parse(cfg->device, kind, &tf32, err);
+    const gm_device_opts o = {.kind = *kind, .threads = cfg->threads, .local_rank = local_rank, .tf32 = tf32};
     if (st == GM_OK && *kind != GM_DEVICE_CPU) st = gm_device_open(be, &o, desc, desc_size, err);
     return st;
 }

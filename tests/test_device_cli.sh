@@ -21,9 +21,9 @@ if [ "$backend" = ON ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L
 fi
 echo "CUDA backend built: $backend; GPU: $gpu"
 
-run "$gm" train --help;                  check "train help names --device" 0 $? "$tmp/out" "--device cpu|cuda"
+run "$gm" train --help;                  check "train help names --device" 0 $? "$tmp/out" "--device D  *cpu, cuda or cuda-tf32"
 run "$gm" eval --help;                   check "eval help names --device" 0 $? "$tmp/out" "--device D"
-run "$search" --help;                    check "search help names --device" 0 $? "$tmp/out" "--device cpu|cuda"
+run "$search" --help;                    check "search help names --device" 0 $? "$tmp/out" "--device D  *cpu, cuda or cuda-tf32"
 run "$gm" train --data x.h5 --out m.h5 --device foo
 check "train --device foo" 2 $? "$tmp/err" 'unknown device "foo"'
 run "$gm" eval m.h5 --device gpu;         check "eval --device gpu" 2 $? "$tmp/err" 'unknown device "gpu"'
@@ -31,7 +31,7 @@ run "$search" --config x.json --device foo; check "search --device foo" 2 $? "$t
 cat > "$tmp/bad.json" <<'JSON'
 {"models": ["a.h5", "b.h5"], "run": {"device": "tpu"}}
 JSON
-run "$search" --config "$tmp/bad.json"; check "run.device tpu" 2 $? "$tmp/err" 'run.device: expected "cpu" or "cuda", got "tpu"'
+run "$search" --config "$tmp/bad.json"; check "run.device tpu" 2 $? "$tmp/err" 'run.device: expected "cpu", "cuda" or "cuda-tf32", got "tpu"'
 
 if [ $gpu -eq 0 ]; then
     # The device is opened first: no data, model or config file is needed to be refused.
@@ -39,6 +39,8 @@ if [ $gpu -eq 0 ]; then
     check "train --device cuda without a GPU" 2 $? "$tmp/err" "device cuda"
     run "$gm" eval "$tmp/none.h5" --device cuda
     check "eval --device cuda without a GPU" 2 $? "$tmp/err" "device cuda"
+    run "$gm" eval "$tmp/none.h5" --device cuda-tf32
+    check "eval --device cuda-tf32 without a GPU" 2 $? "$tmp/err" "device cuda"
     cat > "$tmp/s.json" <<JSON
 {"models": ["$tmp/a.h5", "$tmp/b.h5"], "out": "$tmp/run", "run": {"device": "cuda"}}
 JSON

@@ -31,7 +31,7 @@ static void usage(FILE *f)
             "  --limit N       score only the first N samples\n"
             "  --batch N       evaluation batch (default 256)\n"
             "  --threads N     CPU threads (default: all cores)\n"
-            "  --device D      cpu or cuda (default cpu); cuda: the GPU picked by the rank's index on its\n"
+            "  --device D      cpu, cuda or cuda-tf32 (default cpu); cuda: the GPU picked by the rank's index on its\n"
             "                  node (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID; else GPU 0), latency timed\n"
             "                  with CUDA events. Exit code 2 where this build or machine has no GPU\n"
             "  --warmup N      latency warm-up runs (default 20)\n"
@@ -68,7 +68,7 @@ static int parse(int argc, char **argv, eval_args *a)
             gm_device_kind kind;
             gm_error err;
             a->device = optarg;
-            if (gm_device_parse(optarg, &kind, &err) != GM_OK) {
+            if (gm_device_parse(optarg, &kind, NULL, &err) != GM_OK) {
                 fprintf(stderr, "gmorph eval: --device: %s\n", err.msg);
                 bad = 1;
             }

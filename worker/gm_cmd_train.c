@@ -57,8 +57,9 @@ static void usage(FILE *f)
             "                       that will be fused must all expect the same input)\n"
             "  --seed N             initialisation and shuffling seed (default 1)\n"
             "  --threads N          CPU threads (default: all cores)\n"
-            "  --device cpu|cuda    where to train (default cpu); cuda: the GPU picked by the rank's index\n"
-            "                       on its node (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID; else GPU 0).\n"
+            "  --device D           cpu, cuda or cuda-tf32 (default cpu); cuda: the GPU picked by the rank's\n"
+            "                       index on its node (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID; else GPU 0),\n"
+            "                       strict float32; cuda-tf32: TF32 tensor cores in products and convolutions.\n"
             "                       Fails with exit code 2 where this build or machine has no GPU\n"
             "  --checkpoint FILE    resumable state (default: MODEL.ckpt.h5 beside --out)\n"
             "  --checkpoint-every S also checkpoint every S seconds inside an epoch (default 300)\n"
@@ -112,7 +113,7 @@ static int parse(int argc, char **argv, train_args *a)
             gm_device_kind kind;
             gm_error err;
             a->device = optarg;
-            if (gm_device_parse(optarg, &kind, &err) != GM_OK) {
+            if (gm_device_parse(optarg, &kind, NULL, &err) != GM_OK) {
                 fprintf(stderr, "gmorph train: --device: %s\n", err.msg);
                 bad = 1;
             }

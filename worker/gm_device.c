@@ -15,11 +15,16 @@
 #include "gm_group_nccl.h"
 #endif
 
-gm_status gm_device_parse(const char *name, gm_device_kind *kind, gm_error *err)
+gm_status gm_device_parse(const char *name, gm_device_kind *kind, int *tf32, gm_error *err)
 {
+    int t = 0;
     if (name && !strcmp(name, "cpu")) *kind = GM_DEVICE_CPU;
     else if (name && !strcmp(name, "cuda")) *kind = GM_DEVICE_CUDA;
-    else return gm_error_set(err, GM_EINVAL, "unknown device \"%s\": expected cpu or cuda", name ? name : "");
+    else if (name && !strcmp(name, "cuda-tf32")) *kind = GM_DEVICE_CUDA, t = 1;
+    else
+        return gm_error_set(err, GM_EINVAL, "unknown device \"%s\": expected cpu, cuda or cuda-tf32",
+                            name ? name : "");
+    if (tf32) *tf32 = t;
     return GM_OK;
 }
 
@@ -106,7 +111,7 @@ gm_status gm_device_open_named(gm_backend **out, const char *name, int threads, 
 {
     *out = NULL;
     gm_device_opts o = {.threads = threads, .local_rank = gm_device_local_rank(MPI_COMM_NULL)};
-    gm_status st = gm_device_parse(name, &o.kind, err);
+    gm_status st = gm_device_parse(name, &o.kind, &o.tf32, err);
     return st == GM_OK ? gm_device_open(out, &o, desc, desc_size, err) : st;
 }
 

@@ -23,8 +23,13 @@
 
 typedef enum { GM_DEVICE_CPU, GM_DEVICE_CUDA } gm_device_kind;
 
-/* "cpu" or "cuda" to *kind; anything else GM_EINVAL, naming the text and the choices. */
-gm_status gm_device_parse(const char *name, gm_device_kind *kind, gm_error *err);
+/*
+ * "cpu", "cuda" (strict float32, as the CPU) or "cuda-tf32" (matrix products and
+ * convolutions may use TF32 tensor cores, PyTorch's default for convolutions: about
+ * 3 decimal digits per product, several times the speed) to *kind and *tf32 (which
+ * may be NULL); anything else GM_EINVAL, naming the text and the choices.
+ */
+gm_status gm_device_parse(const char *name, gm_device_kind *kind, int *tf32, gm_error *err);
 /* "cpu" or "cuda". */
 const char *gm_device_name(gm_device_kind kind);
 
