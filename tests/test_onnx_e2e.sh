@@ -3,8 +3,8 @@
 # gmorph import -> gmorph-search -> gmorph export -> ONNX Runtime.
 #   1. three small PyTorch classifiers (two VGG-style, one ResNet-style) are trained on
 #      three tasks of one Sprites file (tests/torch_tasks.py) and exported with torch.onnx;
-#   2. `gmorph import` reads each, with the input normalisation they were trained with,
-#      and `gmorph eval` scores them on the same data (they must still classify);
+#   2. `gmorph import --data` reads each, with the input normalisation they were trained
+#      with, and records and scores the data; `gmorph eval` agrees (they must still classify);
 #   3. a short deterministic search fuses them; its best model is fused (fewer FLOPs
 #      than the three together, every task within the threshold);
 #   4. `gmorph export --reference` writes it as one ONNX graph, and onnx.checker and
@@ -33,13 +33,15 @@ for spec in "colour vgg 1" "scale vgg 2" "shape resnet 3"; do
         { cat "$tmp/$1.log"; fail "training $1 in PyTorch"; }
     # ---- 2. import, then score on the data it was trained on ---------------------------------
     # shellcheck disable=SC2086 # norm is "--mean a,b,c --std d,e,f"
-    "$gm" import "$tmp/$1.onnx" --task "$1" $norm --out "$tmp/$1.h5" >"$tmp/$1.imp" 2>&1 ||
+    "$gm" import "$tmp/$1.onnx" --task "$1" $norm --data "$tmp/sprites.h5" --out "$tmp/$1.h5" >"$tmp/$1.imp" 2>&1 ||
         { cat "$tmp/$1.imp"; fail "gmorph import $1.onnx"; }
-    "$gm" eval "$tmp/$1.h5" --data "$tmp/sprites.h5" --split val >"$tmp/$1.eval" 2>&1 ||
+    # the model file now names its dataset: eval needs no --data
+    "$gm" eval "$tmp/$1.h5" --split val >"$tmp/$1.eval" 2>&1 ||
         { cat "$tmp/$1.eval"; fail "gmorph eval $1.h5"; }
     acc=$(awk -v t="$1" '$1 == t { for (i = 2; i <= NF; i++) if ($i ~ /%$/) { sub(/%/, "", $i); print $i; exit } }' "$tmp/$1.eval")
     [ -n "$acc" ] || { cat "$tmp/$1.eval"; fail "no accuracy for $1 in gmorph eval's output"; }
     awk -v a="$acc" 'BEGIN { exit !(a >= 80) }' || { cat "$tmp/$1.log" "$tmp/$1.eval"; fail "imported $1 scores $acc% on val"; }
+    grep -q "validation accuracy $acc%" "$tmp/$1.imp" || { cat "$tmp/$1.imp"; fail "import --data and eval disagree ($acc%)"; }
     echo "ok: $1 trained in PyTorch, imported, $acc% on val in gmorph"
     models="$models${models:+, }\"$tmp/$1.h5\""
 done
@@ -50,7 +52,6 @@ orig=$(for t in colour scale shape; do mflop "$tmp/$t.eval"; done | awk '{ s += 
 cat >"$tmp/search.json" <<EOF
 {
   "models": [$models],
-  "data": ["$tmp/sprites.h5", "$tmp/sprites.h5", "$tmp/sprites.h5"],
   "threshold": 0.05, "iterations": 8, "seed": 3, "threads": 1,
   "finetune": {"samples": 2048, "val_samples": 256, "epochs": 6, "batch": 32, "lr": 0.003},
   "filter": {"curve": false}, "latency": {"warmup": 2, "runs": 10},

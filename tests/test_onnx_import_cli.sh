@@ -41,5 +41,16 @@ done
 run import "$fx/vgg_matmul.onnx" --out "$tmp/meta.h5"
 check "default task name: the graph output's" 0 $? "$tmp/out" "task \"logits\""
 
+# --data: scored on import and recorded, so eval needs no --data
+run import "$fx/vgg.onnx" --task pred --data "$tmp/vgg.data.h5" --out "$tmp/scored.h5"
+check "import --data scores the model" 0 $? "$tmp/out" "test accuracy 100.00% (recorded in"
+run eval "$tmp/scored.h5" --no-latency --threads 1
+check "the model file names its dataset" 0 $? "$tmp/out" "pred .*test accuracy 100.00%.*vgg.data.h5"
+run import "$fx/vgg.onnx" --data "$tmp/vgg.data.h5" --out "$tmp/x.h5"
+check "import --data without the task" 2 $? "$tmp/err" 'has no task "logits" (name the model.s task with --task)'
+[ ! -e "$tmp/x.h5" ] || { echo "FAIL a refused import wrote its model file"; fails=$((fails + 1)); }
+run import "$fx/vgg.onnx" --task pred --data "$tmp/none.h5" --out "$tmp/x.h5"
+check "import --data of a missing file" 2 $? "$tmp/err" "none.h5"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all gmorph import checks passed"
