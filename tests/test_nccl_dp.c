@@ -40,42 +40,11 @@
 #include "gm_finetune.h"
 #include "gm_train.h"
 
+#include "dp_fixture.h"
+
 #define GM_TEST_SKIPPED 77
 
-typedef struct {
-    int rank, size;
-    int failed;
-} checker;
-
-#define CHECK(c, cond, ...)                                                           \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "rank %d: %s:%d: ", (c)->rank, __FILE__, __LINE__);       \
-            fprintf(stderr, __VA_ARGS__);                                             \
-            fputc('\n', stderr);                                                      \
-            (c)->failed++;                                                            \
-        }                                                                             \
-    } while (0)
-
-enum { NFT = 60, NVAL0 = 37, NVAL1 = 23, GRAD_BATCH = 9 };
-static const gm_shape input = {2, 6, 6};
-static const int heads[2] = {1, 3};
-
-/* A shared conv, then task 0's head and task 1's conv and head (test_dp's net). */
-static gm_status make_net(gm_net **net, gm_backend *be, int max_batch, uint64_t seed, gm_error *err)
-{
-    const gm_shape feat = {4, 6, 6};
-    const gm_block blocks[4] = {gm_block_conv(2, 4, 3, 1, 1, 1, 1), gm_block_head(feat, 3),
-                                gm_block_conv(4, 4, 3, 1, 1, 1, 1), gm_block_head(feat, 4)};
-    const int parent[4] = {-1, 0, 0, 2};
-    const gm_net_desc desc = {input, 4, blocks, parent};
-    return gm_net_create(net, be, &desc, max_batch, seed, err);
-}
-
-static void fill(float *x, size_t n, gm_rng *rng)
-{
-    for (size_t i = 0; i < n; i++) x[i] = 2.0f * gm_rng_uniform(rng) - 1.0f;
-}
+enum { GRAD_BATCH = 9 }; /* the batch whose sharded gradients check_gradients sums */
 
 /* The n floats at device pointer src, copied to a new host array (NULL: out of memory). */
 static float *host_copy(gm_backend *be, const float *src, size_t n)
@@ -83,81 +52,6 @@ static float *host_copy(gm_backend *be, const float *src, size_t n)
     float *h = malloc(sizeof(float) * (n ? n : 1));
     if (h) be->to_host(be, h, src, sizeof(float) * n);
     return h;
-}
-
-/* Logits of output k on n samples, to y (host). */
-static gm_status run_net(gm_net *net, const float *x, long n, int k, float *y, gm_error *err)
-{
-    gm_backend *be = gm_net_backend(net);
-    gm_status st = gm_net_forward(net, x, (int)n, 0, err);
-    if (st == GM_OK)
-        be->to_host(be, y, gm_net_output(net, k),
-                    sizeof(float) * (size_t)n * gm_shape_numel(gm_net_output_shape(net, k)));
-    return st;
-}
-
-/* test_dp's data: random inputs, a teacher net's logits and labels; made on the CPU, the same on every rank. */
-static gm_status make_data(gm_ft_data *d, gm_error *err)
-{
-    memset(d, 0, sizeof *d);
-    d->n = 2;
-    d->input = input;
-    d->numel = gm_shape_numel(input);
-    d->nft = NFT;
-    d->nval[0] = NVAL0;
-    d->nval[1] = NVAL1;
-    d->classes[0] = 3;
-    d->classes[1] = 4;
-    gm_rng rng;
-    gm_rng_seed(&rng, 5);
-    gm_backend *cpu = NULL;
-    gm_net *teacher = NULL;
-    gm_status st = gm_backend_cpu_create(&cpu, 1, err);
-    if (st == GM_OK) st = make_net(&teacher, cpu, NFT, 99, err);
-    d->x_ft = malloc(sizeof(float) * NFT * d->numel);
-    float *logits = malloc(sizeof(float) * NFT * 4);
-    for (int t = 0; t < 2; t++) {
-        d->teacher[t] = malloc(sizeof(float) * NFT * (size_t)d->classes[t]);
-        d->x_val[t] = malloc(sizeof(float) * (size_t)d->nval[t] * d->numel);
-        d->y_val[t] = malloc(sizeof(int32_t) * (size_t)d->nval[t]);
-        d->orig_val[t] = 1.0;
-        snprintf(d->task_name[t], sizeof d->task_name[t], "task%d", t);
-    }
-    int ok = d->x_ft && logits;
-    for (int t = 0; t < 2; t++) ok &= d->teacher[t] && d->x_val[t] && d->y_val[t];
-    if (st == GM_OK && !ok) st = gm_error_set(err, GM_ENOMEM, "out of memory");
-    if (st == GM_OK) fill(d->x_ft, NFT * d->numel, &rng);
-    for (int t = 0; st == GM_OK && t < 2; t++) {
-        st = run_net(teacher, d->x_ft, NFT, t, d->teacher[t], err);
-        fill(d->x_val[t], (size_t)d->nval[t] * d->numel, &rng);
-        if (st == GM_OK) st = run_net(teacher, d->x_val[t], d->nval[t], t, logits, err);
-        for (long i = 0; st == GM_OK && i < d->nval[t]; i++)
-            d->y_val[t][i] = gm_top1(logits + i * d->classes[t], d->classes[t]);
-    }
-    free(logits);
-    gm_net_free(teacher);
-    gm_backend_free(cpu);
-    if (st != GM_OK) gm_ft_data_free(d);
-    return st;
-}
-
-/* 1 where every rank's n floats equal rank 0's bit for bit, on every rank. */
-static int same_on_all_ranks(const float *x, size_t n)
-{
-    float *root = malloc(sizeof(float) * n);
-    int same = root != NULL, all = 0;
-    if (root) {
-        memcpy(root, x, sizeof(float) * n);
-        MPI_Bcast(root, (int)n, MPI_FLOAT, 0, MPI_COMM_WORLD);
-        same = memcmp(root, x, sizeof(float) * n) == 0;
-    } else { /* still take part in the broadcast */
-        float *tmp = calloc(n, sizeof(float));
-        if (tmp) MPI_Bcast(tmp, (int)n, MPI_FLOAT, 0, MPI_COMM_WORLD);
-        free(tmp);
-    }
-    MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
-    free(root);
-    return all;
 }
 
 /* The largest |a - b| over n, relative to the largest |b| (0 for two zero arrays). */
@@ -174,23 +68,23 @@ static double worst_relative(const float *a, const float *b, size_t n, size_t *a
 }
 
 /* Rank r contributes r + 1 in every float: the group's sum is exact. */
-static void check_sum(checker *c, gm_backend *be, const gm_ft_group *g)
+static void check_sum(dp_checker *c, gm_backend *be, const gm_ft_group *g)
 {
     enum { N = 1000 };
     float *dev = be->alloc(be, sizeof(float) * N), host[N];
-    CHECK(c, dev != NULL, "sum: cannot allocate on the device");
+    DP_CHECK(c, dev != NULL, "sum: cannot allocate on the device");
     gm_error err;
     for (int i = 0; i < N; i++) host[i] = (float)(c->rank + 1);
     gm_status st = GM_OK;
     if (dev) be->to_device(be, dev, host, sizeof host);
     st = g->sum(g->ctx, dev, dev ? N : 0, &err);
-    CHECK(c, st == GM_OK, "sum: %s", err.msg);
+    DP_CHECK(c, st == GM_OK, "sum: %s", err.msg);
     if (dev && st == GM_OK) {
         be->to_host(be, host, dev, sizeof host);
         const float want = (float)(c->size * (c->size + 1) / 2);
         int bad = 0;
         for (int i = 0; i < N; i++) bad += host[i] != want;
-        CHECK(c, bad == 0, "sum: %d of %d floats differ from %g (first %g)", bad, N, (double)want, (double)host[0]);
+        DP_CHECK(c, bad == 0, "sum: %d of %d floats differ from %g (first %g)", bad, N, (double)want, (double)host[0]);
     }
     if (dev) be->free(be, dev);
 }
@@ -217,14 +111,14 @@ static gm_status shard_grads(gm_net *net, const gm_ft_data *d, long lo, long hi,
     return st == GM_OK ? gm_net_backward(net, err) : st;
 }
 
-static void check_gradients(checker *c, gm_backend *be, const gm_ft_data *d, const gm_ft_group *g)
+static void check_gradients(dp_checker *c, gm_backend *be, const gm_ft_data *d, const gm_ft_group *g)
 {
     gm_error err;
     gm_net *grp = NULL, *one = NULL;
     long lo, hi;
     shard(GRAD_BATCH, c->rank, c->size, &lo, &hi);
-    gm_status st = make_net(&grp, be, GRAD_BATCH, 7, &err);
-    if (st == GM_OK) st = make_net(&one, be, GRAD_BATCH, 7, &err);
+    gm_status st = dp_make_net(&grp, be, GRAD_BATCH, 7, &err);
+    if (st == GM_OK) st = dp_make_net(&one, be, GRAD_BATCH, 7, &err);
     if (st == GM_OK) st = shard_grads(grp, d, lo, hi, (float)(hi - lo) / GRAD_BATCH, &err);
     /* Every rank joins the sum, a failed one too (with a NaN, as gm_finetune does). */
     const size_t n = grp ? gm_net_nparams(grp) : 0;
@@ -236,20 +130,20 @@ static void check_gradients(checker *c, gm_backend *be, const gm_ft_data *d, con
     gm_status ss = g->sum(g->ctx, grp ? gm_net_grads(grp) : NULL, n, st == GM_OK ? &err : &ignored);
     if (st == GM_OK) st = ss;
     if (st == GM_OK) st = shard_grads(one, d, 0, GRAD_BATCH, 1.0f, &err);
-    CHECK(c, st == GM_OK, "gradients: %s", err.msg);
+    DP_CHECK(c, st == GM_OK, "gradients: %s", err.msg);
     float *a = st == GM_OK ? host_copy(be, gm_net_grads(grp), n) : NULL;
     float *b = st == GM_OK ? host_copy(be, gm_net_grads(one), n) : NULL;
     if (a && b) {
         size_t at;
         double worst = worst_relative(a, b, n, &at);
-        CHECK(c, worst <= 1e-5, "gradients: parameter %zu's summed gradient is %.9g, one rank's %.9g (%.3g of the "
+        DP_CHECK(c, worst <= 1e-5, "gradients: parameter %zu's summed gradient is %.9g, one rank's %.9g (%.3g of the "
               "largest)", at, (double)a[at], (double)b[at], worst);
-        CHECK(c, same_on_all_ranks(a, n), "gradients: the ranks' summed gradients differ");
+        DP_CHECK(c, dp_same_on_all_ranks(a, n), "gradients: the ranks' summed gradients differ");
         if (c->rank == 0)
             printf("gradients of batch %d on %d ranks: worst difference %.3g of the largest gradient\n", GRAD_BATCH,
                    c->size, worst);
     } else if (st == GM_OK) {
-        CHECK(c, 0, "gradients: out of memory");
+        DP_CHECK(c, 0, "gradients: out of memory");
     }
     free(a);
     free(b);
@@ -257,26 +151,15 @@ static void check_gradients(checker *c, gm_backend *be, const gm_ft_data *d, con
     gm_net_free(one);
 }
 
-/* One fine-tune from the seed-7 weights, frozen BatchNorm; net is left for the caller to free. */
-static gm_status finetune(gm_net **net, gm_backend *be, const gm_ft_data *d, int batch, const gm_ft_group *group,
-                          gm_ft_result *r, gm_error *err)
-{
-    gm_status st = make_net(net, be, batch > GM_FT_EVAL_BATCH ? batch : GM_FT_EVAL_BATCH, 7, err);
-    const gm_ft_opts o = {.max_epochs = 3, .check_every = 1, .batch = batch, .lr = 1e-2f, .frozen_bn = 1,
-                          .cosine = 1, .threshold = -1.0, .seed = 11, .group = group};
-    if (st == GM_OK) st = gm_finetune(*net, heads, d, &o, r, err);
-    return st;
-}
-
-static void check_finetune(checker *c, gm_backend *be, const gm_ft_data *d, const gm_ft_group *g, int batch)
+static void check_finetune(dp_checker *c, gm_backend *be, const gm_ft_data *d, const gm_ft_group *g, int batch)
 {
     gm_error err;
     gm_net *grp = NULL, *one = NULL;
     gm_ft_result rg, r1;
-    gm_status st = finetune(&grp, be, d, batch, g, &rg, &err);
-    CHECK(c, st == GM_OK, "batch %d: group fine-tune: %s", batch, err.msg);
-    gm_status st1 = finetune(&one, be, d, batch, NULL, &r1, &err);
-    CHECK(c, st1 == GM_OK, "batch %d: lone fine-tune: %s", batch, err.msg);
+    gm_status st = dp_finetune(&grp, be, d, batch, 1, g, &rg, &err);
+    DP_CHECK(c, st == GM_OK, "batch %d: group fine-tune: %s", batch, err.msg);
+    gm_status st1 = dp_finetune(&one, be, d, batch, 1, NULL, &r1, &err);
+    DP_CHECK(c, st1 == GM_OK, "batch %d: lone fine-tune: %s", batch, err.msg);
     const size_t n = st == GM_OK && st1 == GM_OK ? gm_net_nparams(one) : 0;
     float *a = n ? host_copy(be, gm_net_params(grp), n) : NULL, *b = n ? host_copy(be, gm_net_params(one), n) : NULL;
     if (a && b) {
@@ -286,50 +169,28 @@ static void check_finetune(checker *c, gm_backend *be, const gm_ft_data *d, cons
             double excess = fabs((double)a[i] - b[i]) / fmax(1.0, fabs((double)b[i]));
             if (excess > worst) worst = excess, at = i;
         }
-        CHECK(c, worst <= 1e-4, "batch %d: group weight %zu is %.9g, alone %.9g", batch, at, (double)a[at],
+        DP_CHECK(c, worst <= 1e-4, "batch %d: group weight %zu is %.9g, alone %.9g", batch, at, (double)a[at],
               (double)b[at]);
-        CHECK(c, same_on_all_ranks(a, n), "batch %d: the ranks' weights differ", batch);
-        CHECK(c, rg.status == r1.status && rg.epochs == r1.epochs && rg.epochs == 3,
+        DP_CHECK(c, dp_same_on_all_ranks(a, n), "batch %d: the ranks' weights differ", batch);
+        DP_CHECK(c, rg.status == r1.status && rg.epochs == r1.epochs && rg.epochs == 3,
               "batch %d: group %s after %d epochs, alone %s after %d", batch, gm_ft_status_name(rg.status),
               rg.epochs, gm_ft_status_name(r1.status), r1.epochs);
         float acc[2] = {(float)rg.val[0], (float)rg.val[1]};
-        CHECK(c, same_on_all_ranks(acc, 2), "batch %d: the ranks' validation accuracies differ", batch);
+        DP_CHECK(c, dp_same_on_all_ranks(acc, 2), "batch %d: the ranks' validation accuracies differ", batch);
         for (int t = 0; t < 2; t++)
-            CHECK(c, fabs(rg.val[t] - r1.val[t]) <= 1.0 / (double)d->nval[t] + 1e-12,
+            DP_CHECK(c, fabs(rg.val[t] - r1.val[t]) <= 1.0 / (double)d->nval[t] + 1e-12,
                   "batch %d: task %d validation accuracy %.4f in the group, %.4f alone", batch, t, rg.val[t],
                   r1.val[t]);
         if (c->rank == 0)
             printf("fine-tune, batch %d on %d ranks: max relative weight difference %.3g, val %.4f %.4f (alone "
                    "%.4f %.4f)\n", batch, c->size, worst, rg.val[0], rg.val[1], r1.val[0], r1.val[1]);
     } else if (n) {
-        CHECK(c, 0, "batch %d: out of memory", batch);
+        DP_CHECK(c, 0, "batch %d: out of memory", batch);
     }
     free(a);
     free(b);
     gm_net_free(grp);
     gm_net_free(one);
-}
-
-/* The last rank's teachers are NaN: its loss fails, and every rank must return an error. */
-static void check_failure_spreads(checker *c, gm_backend *be, gm_ft_data *d, const gm_ft_group *g)
-{
-    float *saved = malloc(sizeof(float) * NFT * 3);
-    if (!saved) {
-        CHECK(c, 0, "out of memory");
-        return;
-    }
-    memcpy(saved, d->teacher[0], sizeof(float) * NFT * 3);
-    if (c->rank == c->size - 1)
-        for (int i = 0; i < NFT * 3; i++) d->teacher[0][i] = NAN;
-    gm_error err;
-    gm_net *net = NULL;
-    gm_ft_result r;
-    gm_status st = finetune(&net, be, d, 10, g, &r, &err);
-    CHECK(c, st != GM_OK, "a failing rank went unnoticed");
-    if (st != GM_OK && c->rank == 0) printf("rank 0 after a rank failed: %s\n", err.msg);
-    gm_net_free(net);
-    memcpy(d->teacher[0], saved, sizeof(float) * NFT * 3);
-    free(saved);
 }
 
 /*
@@ -368,7 +229,7 @@ static int node_ranks(void)
  * that rank's reason; -1 when a GPU failed to start (GM_EDEVICE: a failure,
  * not a skip). *shared: this node has fewer GPUs than ranks.
  */
-static int open_gpus(checker *c, gm_backend **be, int *shared)
+static int open_gpus(dp_checker *c, gm_backend **be, int *shared)
 {
     gm_error err;
     gm_error_clear(&err);
@@ -401,7 +262,7 @@ static int open_gpus(checker *c, gm_backend **be, int *shared)
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
-    checker c = {0};
+    dp_checker c = {0};
     MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &c.size);
     gm_backend *be = NULL;
@@ -421,20 +282,20 @@ int main(int argc, char **argv)
     gm_device_group *dg = NULL;
     gm_ft_data d;
     gm_status st = gm_device_group_open(&dg, MPI_COMM_WORLD, GM_DEVICE_CUDA, be, &err);
-    CHECK(&c, st == GM_OK, "NCCL group: %s", err.msg);
+    DP_CHECK(&c, st == GM_OK, "NCCL group: %s", err.msg);
     int ok = st == GM_OK, all = 0;
     MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (all) {
         const gm_ft_group *g = gm_device_group_get(dg);
-        CHECK(&c, g->rank == c.rank && g->size == c.size, "group: rank %d of %d", g->rank, g->size);
-        st = make_data(&d, &err);
-        CHECK(&c, st == GM_OK, "set-up: %s", err.msg);
+        DP_CHECK(&c, g->rank == c.rank && g->size == c.size, "group: rank %d of %d", g->rank, g->size);
+        st = dp_make_data(&d, &err);
+        DP_CHECK(&c, st == GM_OK, "set-up: %s", err.msg);
         if (st == GM_OK) {
             check_sum(&c, be, g);
             check_gradients(&c, be, &d, g);
             check_finetune(&c, be, &d, g, 9); /* odd batches: see test_dp (L1's head bias on an even batch) */
             check_finetune(&c, be, &d, g, 3);
-            if (c.size > 1) check_failure_spreads(&c, be, &d, g);
+            if (c.size > 1) dp_check_failure_spreads(&c, be, &d, g);
             gm_ft_data_free(&d);
         }
     }
