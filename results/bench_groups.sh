@@ -12,23 +12,14 @@ export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader OMP_WAIT_POLICY=passive OPENBLAS
 mpi="mpirun --allow-run-as-root --oversubscribe"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$(dirname "$0")/../tests/tiny-zoo.sh" "$build/gmorph" "$tmp"
-cat >"$tmp/search.json" <<EOF
-{
-  "models": ["$tmp/colour.h5", "$tmp/scale.h5", "$tmp/shape.h5"],
-  "threshold": 0.1, "iterations": $iters, "seed": 3, "threads": 1,
-  "finetune": {"samples": 2048, "val_samples": 256, "epochs": 6, "batch": 32, "lr": 0.003, "bn": "frozen"},
-  "filter": {"curve": false}, "latency": {"warmup": 2, "runs": 10},
-  "run": {"deterministic": true, "round": 4, "checkpoint_every": 1}
-}
-EOF
+"$(dirname "$0")/../tests/tiny-zoo.sh" "$build/gmorph" "$tmp" frozen
 # Teachers' logits once, outside the timing.
 "$build/gmorph-search" --config "$tmp/search.json" --out "$tmp/warm" --iterations 1 >/dev/null 2>&1
 for np in 2 3; do
     cp "$tmp/warm/teacher.h5" "$tmp/teacher.h5"
     mkdir -p "$tmp/g$np" && cp "$tmp/teacher.h5" "$tmp/g$np/"
     start=$(date +%s)
-    $mpi -np $np "$build/gmorph-search" --config "$tmp/search.json" --out "$tmp/g$np" >/dev/null 2>&1
+    $mpi -np $np "$build/gmorph-search" --config "$tmp/search.json" --out "$tmp/g$np" --iterations "$iters" >/dev/null 2>&1
     end=$(date +%s)
     best=$(sed -n 's/.*(candidate \([0-9-]*\)).*/\1/p' "$tmp/g$np/summary.md")
     # finished_s is the 17th column; the best's row says when it was recorded

@@ -23,16 +23,7 @@ ok() { echo "ok   $1"; }
 bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 
 # ---- a tiny zoo: three models on one Sprites set --------------------------------
-"$(dirname "$0")/tiny-zoo.sh" "$gm" "$tmp" || exit 1
-cat >"$tmp/search.json" <<EOF
-{
-  "models": ["$tmp/colour.h5", "$tmp/scale.h5", "$tmp/shape.h5"],
-  "threshold": 0.1, "iterations": 10, "seed": 3, "threads": 1,
-  "finetune": {"samples": 2048, "val_samples": 256, "epochs": 6, "batch": 32, "lr": 0.003, "bn": "frozen"},
-  "filter": {"curve": false}, "latency": {"warmup": 2, "runs": 10},
-  "run": {"deterministic": true, "round": 4, "checkpoint_every": 1}
-}
-EOF
+"$(dirname "$0")/tiny-zoo.sh" "$gm" "$tmp" frozen || exit 1
 
 # The table without what depends on timing or placement (worker, latency, seconds), id order.
 table() { cut -d, -f1-4,6-10,14,15,18- "$1/candidates.csv" | sort -t, -k1,1n; }

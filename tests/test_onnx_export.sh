@@ -37,15 +37,6 @@ bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 # ---- the models ---------------------------------------------------------------------------
 "$here/tiny-zoo.sh" "$gm" "$tmp" || exit 1
 if [ "$models" = all ]; then
-    cat >"$tmp/search.json" <<EOF
-{
-  "models": ["$tmp/colour.h5", "$tmp/scale.h5", "$tmp/shape.h5"],
-  "threshold": 0.1, "iterations": 10, "seed": 3, "threads": 1,
-  "finetune": {"samples": 2048, "val_samples": 256, "epochs": 6, "batch": 32, "lr": 0.003},
-  "filter": {"curve": false}, "latency": {"warmup": 2, "runs": 10},
-  "run": {"deterministic": true, "round": 4, "checkpoint_every": 1}
-}
-EOF
     "$gs" --config "$tmp/search.json" --out "$tmp/run" >"$tmp/search.out" 2>&1 || { tail -20 "$tmp/search.out"; exit 1; }
     [ -f "$tmp/run/best.h5" ] || { tail -20 "$tmp/search.out"; echo "FAIL: the search kept no best model"; exit 1; }
     "$py" - "$tmp/run/best.h5" <<'EOF' || { echo "FAIL: best.h5 is not a fused model with shared blocks"; exit 1; }

@@ -21,15 +21,6 @@ bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 
 # ---- a tiny zoo and sweep, as in test_mpi_search.sh --------------------------------------
 "$(dirname "$0")/tiny-zoo.sh" "$gm" "$tmp" || exit 1
-cat >"$tmp/search.json" <<EOF
-{
-  "models": ["$tmp/colour.h5", "$tmp/scale.h5", "$tmp/shape.h5"],
-  "threshold": 0.1, "iterations": 10, "seed": 3, "threads": 1,
-  "finetune": {"samples": 2048, "val_samples": 256, "epochs": 6, "batch": 32, "lr": 0.003},
-  "filter": {"curve": false}, "latency": {"warmup": 2, "runs": 10},
-  "run": {"deterministic": true, "round": 4, "checkpoint_every": 1}
-}
-EOF
 "$gs" --config "$tmp/search.json" --out "$tmp/r1" 2>"$tmp/r1.err" >/dev/null || { cat "$tmp/r1.err"; exit 1; }
 grep -q passed "$tmp/r1/candidates.csv" || { echo "no candidate passed: nothing to report on"; exit 1; }
 
