@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "gm_clock.h"
-#include "gm_device.h"
 #include "gm_h5.h"
 #include "gm_optim.h"
 #include "gm_train.h"

@@ -7,7 +7,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gm_device.h"
 #include "gm_h5.h"
 #include "gm_mfile.h"
 #include "gm_optim.h"
