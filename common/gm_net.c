@@ -485,6 +485,29 @@ size_t gm_net_nparams(const gm_net *n) { return n->nparams; }
 size_t gm_net_nbuffers(const gm_net *n) { return n->nbuffers; }
 size_t gm_net_block_param_offset(const gm_net *n, int b) { return n->block_par[b]; }
 size_t gm_net_block_buffer_offset(const gm_net *n, int b) { return n->block_buf[b]; }
+/* Node of op `op` of block b (op -1: the block's last); -1 for the net input or out of range. */
+static int node_of(const gm_net *n, int b, int op)
+{
+    if (b < 0 || b >= n->nblocks) return -1;
+    int first = b ? n->block_last[b - 1] + 1 : 0, last = n->block_last[b];
+    if (op < 0) return last;
+    return first + op <= last ? first + op : -1;
+}
+
+const float *gm_net_activation(const gm_net *n, int b, int op)
+{
+    if (b < 0) return n->input_data;
+    int k = node_of(n, b, op);
+    return k < 0 ? NULL : n->acts + n->nodes[k].act;
+}
+
+gm_shape gm_net_activation_shape(const gm_net *n, int b, int op)
+{
+    if (b < 0) return n->input;
+    int k = node_of(n, b, op);
+    return k < 0 ? (gm_shape){0, 0, 0} : n->nodes[k].out;
+}
+
 int gm_net_nblocks(const gm_net *n) { return n->nblocks; }
 const gm_block *gm_net_block(const gm_net *n, int b) { return &n->blocks[b]; }
 int gm_net_block_parent(const gm_net *n, int b) { return n->block_parent[b]; }

@@ -105,6 +105,16 @@ size_t gm_net_block_buffer_offset(const gm_net *net, int b);
  */
 gm_status gm_net_time_blocks(gm_net *net, int reps, double *fwd, double *bwd, gm_error *err);
 
+/*
+ * What the last forward computed inside the net, in backend memory (batch x
+ * numel of the shape): the output of op `op` of block b (op = -1: the block's
+ * last op, its output). A ReLU folded into the BatchNorm before it shares that
+ * BatchNorm's buffer, so the BatchNorm's output reads as post-ReLU. Block b =
+ * -1 is the net input. The stitch (worker/gm_stitch) reads activations here.
+ */
+const float *gm_net_activation(const gm_net *net, int b, int op);
+gm_shape gm_net_activation_shape(const gm_net *net, int b, int op);
+
 int gm_net_nblocks(const gm_net *net);
 const gm_block *gm_net_block(const gm_net *net, int b);
 /*

@@ -30,6 +30,9 @@ void gm_search_defaults(gm_search_config *c)
     c->cosine = 0;
     c->filter_dominance = 1;
     c->filter_curve = 1;
+    c->stitch = 1;
+    c->stitch_probe = 1024;
+    c->stitch_ridge = 1e-4;
     c->threads = 1;
     c->lat_warmup = 20;
     c->lat_runs = 100;
@@ -92,7 +95,8 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     gm_status st;
     static const char *const top[] = {"models", "data", "out", "threshold", "policy", "iterations", "time_budget_s",
                                       "seed", "sa", "mutation", "finetune", "filter", "threads", "latency", "run",
-                                      NULL};
+                                      "stitch", "gmorph_mode", NULL};
+    static const char *const stitch_keys[] = {"enabled", "probe", "ridge", "cascade", NULL};
     static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", "device", NULL};
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
     static const char *const mut_keys[] = {"merges", "relaxed_below", NULL};
@@ -161,6 +165,12 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = section(root, "filter", flt_keys, &sec, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "dominance", 0, &c->filter_dominance, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "curve", 0, &c->filter_curve, err);
+    if (st == GM_OK) st = section(root, "stitch", stitch_keys, &sec, err);
+    if (st == GM_OK) st = gm_json_get_bool(sec, "enabled", 0, &c->stitch, err);
+    if (st == GM_OK) st = get_long(sec, "probe", 2, 1000000, &c->stitch_probe, err);
+    if (st == GM_OK) st = gm_json_get_double(sec, "ridge", 0, 0.0, 1e6, &c->stitch_ridge, err);
+    if (st == GM_OK) st = gm_json_get_bool(sec, "cascade", 0, &c->stitch_cascade, err);
+    if (st == GM_OK) st = gm_json_get_bool(root, "gmorph_mode", 0, &c->gmorph_mode, err);
     if (st == GM_OK) st = section(root, "latency", lat_keys, &sec, err);
     if (st == GM_OK) st = get_int(sec, "warmup", 0, 100000, &c->lat_warmup, err);
     if (st == GM_OK) st = get_int(sec, "runs", 1, 1000000, &c->lat_runs, err);
@@ -237,6 +247,12 @@ char *gm_search_config_to_json(const gm_search_config *c)
     s = obj(r, "filter");
     cJSON_AddBoolToObject(s, "dominance", c->filter_dominance);
     cJSON_AddBoolToObject(s, "curve", c->filter_curve);
+    s = obj(r, "stitch");
+    cJSON_AddBoolToObject(s, "enabled", c->stitch);
+    cJSON_AddNumberToObject(s, "probe", (double)c->stitch_probe);
+    cJSON_AddNumberToObject(s, "ridge", c->stitch_ridge);
+    cJSON_AddBoolToObject(s, "cascade", c->stitch_cascade);
+    cJSON_AddBoolToObject(r, "gmorph_mode", c->gmorph_mode);
     s = obj(r, "latency");
     cJSON_AddNumberToObject(s, "warmup", c->lat_warmup);
     cJSON_AddNumberToObject(s, "runs", c->lat_runs);

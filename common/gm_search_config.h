@@ -46,6 +46,17 @@ typedef struct {
     gm_bn_mode bn;         /* finetune.bn */
     int cosine;            /* finetune.schedule: 1 "cosine", 0 "constant" */
     int filter_dominance, filter_curve;
+    /*
+     * "stitch" (worker/gm_stitch_graph.h): before fine-tuning, a least-squares
+     * map from what a merged block now reads to what it was trained on is
+     * folded into its weights. Off in GMorph mode.
+     */
+    int stitch;             /* stitch.enabled */
+    long stitch_probe;      /* stitch.probe: samples the maps are fitted on */
+    double stitch_ridge;    /* stitch.ridge */
+    int stitch_cascade;     /* stitch.cascade: also below each seam */
+    /* gmorph_mode: GMorph's method exactly (EuroSys'24): every addition that changes candidates is off */
+    int gmorph_mode;
     int threads;
     int lat_warmup, lat_runs;
     /* "run": how the sweep runs (DESIGN.md sections 6 and 7) */

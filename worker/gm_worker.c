@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gm_fs.h"
+#include "gm_stitch_graph.h"
 #include "gm_train.h"
 
 struct gm_worker {
@@ -18,6 +19,8 @@ struct gm_worker {
     gm_backend *lat_be;            /* batch-1 latency: one CPU thread (as gmorph eval reports it), or the device */
     int own_be;                    /* 1: be and lat_be are the worker's own CPU backends */
     gm_net *base[GM_MF_MAX_TASKS]; /* the originals at batch 1 on lat_be: the latency peer */
+    float *probe;                  /* stitch probe: distillation inputs spread over every dataset */
+    long nprobe;
 };
 
 void gm_job_free(gm_job *j)
@@ -40,11 +43,29 @@ void gm_worker_free(gm_worker *w)
         gm_net_free(w->base[t]);
     }
     gm_ft_data_free(&w->data);
+    free(w->probe);
     if (w->own_be) {
         gm_backend_free(w->be);
         gm_backend_free(w->lat_be);
     }
     free(w);
+}
+
+/*
+ * The stitch's probe: n distillation inputs at an even stride, so that every
+ * dataset the distillation set concatenates is in it.
+ */
+static gm_status make_probe(gm_worker *w, long n, gm_error *err)
+{
+    const gm_ft_data *d = &w->data;
+    if (n > d->nft) n = d->nft;
+    w->probe = malloc(sizeof(float) * (size_t)n * d->numel);
+    if (!w->probe) return gm_error_set(err, GM_ENOMEM, "out of memory for %ld stitch probe samples", n);
+    for (long i = 0; i < n; i++)
+        memcpy(w->probe + (size_t)i * d->numel, d->x_ft + (size_t)(i * d->nft / n) * d->numel,
+               sizeof(float) * d->numel);
+    w->nprobe = n;
+    return GM_OK;
 }
 
 gm_status gm_worker_open(gm_worker **out, const gm_worker_opts *o, gm_error *err)
@@ -81,6 +102,7 @@ gm_status gm_worker_open(gm_worker **out, const gm_worker_opts *o, gm_error *err
         st = gm_net_create(&w->base[t], w->lat_be, &d, 1, 1, err);
         if (st == GM_OK) st = gm_mfile_to_net(&w->models[t], w->base[t], err);
     }
+    if (st == GM_OK && c->stitch && !c->gmorph_mode) st = make_probe(w, c->stitch_probe, err);
     if (st != GM_OK) {
         gm_worker_free(w);
         return st;
@@ -121,8 +143,13 @@ static void unchanged_inputs(const gm_fgraph *g, const gm_job *job, int *same)
     }
 }
 
-/* Assembles the candidate's model: structure from its encoding, weights from the originals or its source elite. */
-static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, int *same, gm_error *err)
+/*
+ * Assembles the candidate's model: structure from its encoding, weights from
+ * the originals or its source elite, stitched where merges changed what a
+ * block reads (unless GMorph mode or stitch.enabled is off).
+ */
+static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, int *same, gm_stitch_report *rep,
+                       gm_error *err)
 {
     const gm_search_config *c = w->o.config;
     gm_fgraph *g = malloc(sizeof *g);
@@ -132,6 +159,8 @@ static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, int *same, 
     gm_wstore store = {c->nmodels, w->mptr, job->source >= 0, &job->source, &src};
     if (st == GM_OK) st = gm_fgraph_to_mfile(g, &store, c->seed + (uint64_t)job->id, m, err);
     if (st == GM_OK) unchanged_inputs(g, job, same);
+    gm_stitch_opts so = {.ridge = c->stitch_ridge, .cascade = c->stitch_cascade};
+    if (st == GM_OK && w->probe) st = gm_stitch_graph(g, m, &store, w->probe, w->nprobe, w->be, &so, rep, err);
     free(g);
     return st;
 }
@@ -144,7 +173,8 @@ gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error 
     gm_mfile m = {0};
     gm_net *net = NULL;
     int same[GM_FG_MAX_NODES];
-    gm_status st = build(w, job, &m, same, err);
+    gm_stitch_report rep;
+    gm_status st = build(w, job, &m, same, &rep, err);
     gm_net_desc desc = gm_mfile_desc(&m);
     if (st == GM_OK)
         st = gm_net_create(&net, w->be, &desc, c->batch > GM_FT_EVAL_BATCH ? c->batch : GM_FT_EVAL_BATCH,

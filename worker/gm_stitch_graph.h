@@ -1,0 +1,62 @@
+/*
+ * gm_stitch_graph: stitches a candidate fused model before it is fine-tuned
+ * (the arithmetic is gm_stitch.h).
+ *
+ * Every node's weights were trained on some input: the original model's
+ * previous block, or the node's parent in the elite it was taken from. Where
+ * a merge changed that (the re-parented block; the block behind a new
+ * adapter), the probe batch is run through the candidate and through the
+ * weights' source model, and the map from what the node now reads to what it
+ * was trained on is fitted and folded into its first linear layers. Nodes
+ * are visited in topological order and the candidate is run again after
+ * each stitch, so a stitch sees its ancestors already stitched. A block that
+ * starts non-linearly (a max pool) cannot take a fold: its children are
+ * stitched instead, on the pooled maps. A new adapter with a 1x1 convolution
+ * is set to the map itself (fitted to its child's training input, averaged
+ * over the upsampling factor when it upsamples after the convolution).
+ *
+ * The candidate's structure, hashes and latency do not change: only weights.
+ */
+#ifndef GM_STITCH_GRAPH_H
+#define GM_STITCH_GRAPH_H
+
+#include "gm_fgraph.h"
+#include "gm_stitch.h"
+
+enum { GM_STITCH_MAX_SITES = 64 };
+
+typedef struct {
+    double ridge;   /* relative ridge of the least squares (gm_stitch_solve) */
+    /*
+     * 0: stitch only where a node reads something else than its weights' input and
+     * no stitch above it already restored that input (the seams). 1: also every
+     * node below a seam (each one corrects what is left of the error above it).
+     */
+    int cascade;
+} gm_stitch_opts;
+
+typedef struct {
+    int node;              /* the node stitched */
+    int adapter;           /* 1: a new adapter set to the map; 0: folded into the node's weights */
+    int partial;           /* an identity shortcut still adds the unstitched input */
+    int dropped;           /* constants that found no bias or BatchNorm */
+    double residual;       /* gm_stitch_fit.residual on the probe */
+    double plain_residual; /* the same without the stitch (NAN when channels differ) */
+} gm_stitch_site;
+
+typedef struct {
+    int nsites;
+    gm_stitch_site site[GM_STITCH_MAX_SITES];
+    double seconds;
+} gm_stitch_report;
+
+/*
+ * Stitches m (gm_fgraph_to_mfile(g, store) made it: block i is node i) in
+ * place, on n probe samples x (host, n x numel(g->input), normalised), with
+ * nets on backend be. The store gives the weights' source models (the
+ * originals, and the elite a candidate was mutated from). rep may be NULL.
+ */
+gm_status gm_stitch_graph(const gm_fgraph *g, gm_mfile *m, const gm_wstore *store, const float *x, long n,
+                          gm_backend *be, const gm_stitch_opts *o, gm_stitch_report *rep, gm_error *err);
+
+#endif
