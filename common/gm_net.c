@@ -37,6 +37,8 @@ struct gm_net {
     float *target_buf;   /* the loss's targets, staged from the host (max_batch * max_out) */
     int32_t *label_buf;  /* the loss's labels, staged from the host (max_batch) */
     const float *input_data; /* what the last forward read: in_buf or a caller's tensor */
+    float **block_xgrad;     /* per block: the gradient of its output's inner loss (NULL: none reserved) */
+    char *block_xpending;    /* per block: block_xgrad holds a loss's gradient for the next backward */
     void *saved;
     gm_net_memory mem;
     gm_rng rng;
@@ -332,6 +334,10 @@ void gm_net_free(gm_net *n)
     free(n->outputs);
     free(n->output_blocks);
     free(n->nodes);
+    for (int b = 0; n->block_xgrad && b < n->nblocks; b++)
+        if (n->block_xgrad[b]) be->free(be, n->block_xgrad[b]);
+    free(n->block_xgrad);
+    free(n->block_xpending);
     free(n);
 }
 
@@ -446,12 +452,62 @@ gm_status gm_net_time_blocks(gm_net *n, int reps, double *fwd, double *bwd, gm_e
     return n->be->status(n->be, err);
 }
 
+/*
+ * Adds block b's inner-loss gradient to what its consumers (all later nodes,
+ * already processed) wrote into its output's gradient: the backward of an
+ * addition, so every backend does it with the op it has.
+ */
+static void add_inner_grad(gm_net *n, int b)
+{
+    const gm_node *nd = &n->nodes[n->block_last[b]];
+    const gm_op add = gm_op_add();
+    gm_op_args a = {.op = &add, .in = {nd->out, nd->out}, .out = nd->out, .batch = n->batch};
+    a.dy = n->block_xgrad[b];
+    a.dx[0] = n->act_grads + nd->act;
+    n->be->backward(n->be, &a);
+    n->block_xpending[b] = 0;
+}
+
 gm_status gm_net_backward(gm_net *n, gm_error *err)
 {
     if (!n->have_forward)
         return gm_error_set(err, GM_EINVAL, "net: backward without a forward pass");
-    for (int k = n->nnodes - 1; k >= 0; k--) backward_node(n, &n->nodes[k]);
+    for (int b = n->nblocks - 1; b >= 0; b--) {
+        if (n->block_xpending && n->block_xpending[b]) add_inner_grad(n, b);
+        for (int k = n->block_last[b], first = b ? n->block_last[b - 1] + 1 : 0; k >= first; k--)
+            backward_node(n, &n->nodes[k]);
+    }
     return n->be->status(n->be, err);
+}
+
+gm_status gm_net_reserve_block_loss(gm_net *n, int b, gm_error *err)
+{
+    if (b < 0 || b >= n->nblocks)
+        return gm_error_set(err, GM_EINVAL, "net: block %d does not exist (%d blocks)", b, n->nblocks);
+    if (!n->block_xgrad) {
+        n->block_xgrad = calloc((size_t)n->nblocks, sizeof *n->block_xgrad);
+        n->block_xpending = calloc((size_t)n->nblocks, 1);
+        if (!n->block_xgrad || !n->block_xpending) return gm_error_set(err, GM_ENOMEM, "net: out of memory");
+    }
+    if (n->block_xgrad[b]) return GM_OK;
+    size_t bytes = sizeof(float) * (size_t)n->max_batch * gm_shape_numel(n->nodes[n->block_last[b]].out);
+    if (!(n->block_xgrad[b] = n->be->alloc(n->be, bytes)))
+        return gm_error_set(err, GM_ENOMEM, "net: cannot allocate %.1f MiB for block %d's inner loss",
+                            (double)bytes / 1048576.0, b);
+    n->mem.act_grads += bytes;
+    return GM_OK;
+}
+
+gm_status gm_net_block_loss(gm_net *n, int b, const float *target, float scale, float *loss, gm_error *err)
+{
+    if (b < 0 || b >= n->nblocks || !n->block_xgrad || !n->block_xgrad[b])
+        return gm_error_set(err, GM_EINVAL, "net: block %d has no inner loss reserved", b);
+    if (!n->have_forward) return gm_error_set(err, GM_EINVAL, "net: loss without a forward pass");
+    const gm_node *nd = &n->nodes[n->block_last[b]];
+    gm_status st = n->be->loss(n->be, GM_LOSS_MSE, n->acts + nd->act, target, NULL, n->batch,
+                               (int)gm_shape_numel(nd->out), scale, n->block_xgrad[b], loss, err);
+    n->block_xpending[b] = st == GM_OK;
+    return st;
 }
 
 void gm_net_zero_grad(gm_net *n) { n->be->zero(n->be, n->grads, sizeof(float) * n->nparams); }

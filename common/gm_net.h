@@ -68,6 +68,17 @@ gm_status gm_net_backward(gm_net *net, gm_error *err);
 void gm_net_zero_grad(gm_net *net);
 
 /*
+ * A loss on an inner activation (feature matching): the mean squared error
+ * between block b's output in the last forward and target (backend memory,
+ * batch x numel of that output: another net's activation, say), times scale,
+ * into *loss. Its gradient joins what flows into block b's output in the next
+ * gm_net_backward, once. gm_net_reserve_block_loss(b) must come first, outside
+ * the training step: it allocates the gradient's buffer.
+ */
+gm_status gm_net_reserve_block_loss(gm_net *net, int b, gm_error *err);
+gm_status gm_net_block_loss(gm_net *net, int b, const float *target, float scale, float *loss, gm_error *err);
+
+/*
  * Loss of output k against targets (n x d floats) or labels; writes the output
  * gradient times scale, ready for gm_net_backward. Several outputs (tasks) each
  * get their own call. target and labels are host memory, copied into buffers

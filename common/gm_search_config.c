@@ -101,7 +101,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
     static const char *const mut_keys[] = {"merges", "relaxed_below", NULL};
     static const char *const ft_keys[] = {"samples", "val_samples", "epochs", "check_every", "batch", "lr",
-                                                 "bn", "schedule", NULL};
+                                                 "bn", "schedule", "features", "scope", NULL};
     static const char *const flt_keys[] = {"dominance", "curve", NULL};
     static const char *const lat_keys[] = {"warmup", "runs", NULL};
     const gm_json *models = gm_json_get(root, "models"), *data = gm_json_get(root, "data"), *sec;
@@ -162,6 +162,9 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = get_choice(sec, "finetune", "bn", bn_names, &bn, path, err);
     c->bn = (gm_bn_mode)bn;
     if (st == GM_OK) st = get_choice(sec, "finetune", "schedule", sched_names, &c->cosine, path, err);
+    if (st == GM_OK) st = gm_json_get_double(sec, "features", 0, 0.0, 1e6, &c->feature_weight, err);
+    static const char *const scope_names[] = {"all", "touched", NULL};
+    if (st == GM_OK) st = get_choice(sec, "finetune", "scope", scope_names, &c->scope_touched, path, err);
     if (st == GM_OK) st = section(root, "filter", flt_keys, &sec, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "dominance", 0, &c->filter_dominance, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "curve", 0, &c->filter_curve, err);
@@ -244,6 +247,8 @@ char *gm_search_config_to_json(const gm_search_config *c)
     cJSON_AddNumberToObject(s, "lr", c->lr);
     cJSON_AddStringToObject(s, "bn", c->bn == GM_BN_BATCH ? "batch" : c->bn == GM_BN_FROZEN ? "frozen" : "changed");
     cJSON_AddStringToObject(s, "schedule", c->cosine ? "cosine" : "constant");
+    cJSON_AddNumberToObject(s, "features", c->feature_weight);
+    cJSON_AddStringToObject(s, "scope", c->scope_touched ? "touched" : "all");
     s = obj(r, "filter");
     cJSON_AddBoolToObject(s, "dominance", c->filter_dominance);
     cJSON_AddBoolToObject(s, "curve", c->filter_curve);

@@ -3,6 +3,7 @@
  * lowers the loss; a tree computes a shared prefix once and matches separate
  * chains; parameter counts follow from the architecture; runs repeat exactly.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -287,13 +288,79 @@ static void test_eval_is_per_sample(void **state)
     trainer_free(&t);
 }
 
+/*
+ * A loss on an inner block (feature matching): its parameter gradients, with a
+ * head loss beside it, equal central finite differences of the summed loss;
+ * the inner gradient joins one backward only.
+ */
+static double two_losses(gm_net *net, const float *x, int n, int b, const float *feat, const float *logit_t)
+{
+    gm_error err;
+    float l1, l2;
+    assert_ok(gm_net_forward(net, x, n, 0, &err), err);
+    assert_ok(gm_net_block_loss(net, b, feat, 0.7f, &l1, &err), err);
+    assert_ok(gm_net_loss(net, 0, GM_LOSS_MSE, logit_t, NULL, 1.0f, &l2, &err), err);
+    return 0.7 * (double)l1 + (double)l2;
+}
+
+static void test_block_loss_gradient(void **state)
+{
+    (void)state;
+    enum { N = 3 };
+    const gm_shape in = {2, 6, 6};
+    gm_block blocks[3] = {gm_block_conv(2, 3, 3, 1, 1, 1, 1), gm_block_conv(3, 4, 3, 1, 1, 1, 0), {0}};
+    blocks[2] = gm_block_head((gm_shape){4, 6, 6}, 3);
+    gm_net_desc d = {in, 3, blocks, NULL};
+    gm_backend *be;
+    gm_net *net;
+    gm_error err;
+    assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
+    assert_ok(gm_net_create(&net, be, &d, N, 9, &err), err);
+    assert_int_equal(gm_net_block_loss(net, 1, NULL, 1.0f, &(float){0}, &err), GM_EINVAL); /* not reserved */
+    assert_ok(gm_net_reserve_block_loss(net, 1, &err), err);
+    gm_rng rng;
+    gm_rng_seed(&rng, 4);
+    float x[N * 2 * 6 * 6], feat[N * 4 * 6 * 6], logit_t[N * 3];
+    gm_fill_uniform(x, sizeof x / sizeof *x, &rng, -1, 1);
+    gm_fill_uniform(feat, sizeof feat / sizeof *feat, &rng, -1, 1);
+    gm_fill_uniform(logit_t, sizeof logit_t / sizeof *logit_t, &rng, -1, 1);
+    two_losses(net, x, N, 1, feat, logit_t);
+    gm_net_zero_grad(net);
+    assert_ok(gm_net_backward(net, &err), err);
+    const size_t np = gm_net_nparams(net);
+    float *grad = malloc(sizeof(float) * np), *p = gm_net_params(net);
+    memcpy(grad, gm_net_grads(net), sizeof(float) * np);
+    /* blocks 0 and 1 see both losses; the head only its own */
+    for (size_t i = 0; i < gm_net_block_param_offset(net, 2); i += 5) {
+        const float keep = p[i], h = 2e-3f;
+        p[i] = keep + h;
+        double up = two_losses(net, x, N, 1, feat, logit_t);
+        p[i] = keep - h;
+        double down = two_losses(net, x, N, 1, feat, logit_t);
+        p[i] = keep;
+        gm_assert_close("d(loss)/d(param)", i, grad[i], (up - down) / (2.0 * h), 2e-3, 2e-2);
+    }
+    /* without a new block loss the next backward has the head's gradient alone */
+    float l;
+    assert_ok(gm_net_forward(net, x, N, 0, &err), err);
+    assert_ok(gm_net_loss(net, 0, GM_LOSS_MSE, logit_t, NULL, 1.0f, &l, &err), err);
+    gm_net_zero_grad(net);
+    assert_ok(gm_net_backward(net, &err), err);
+    double diff = 0.0;
+    for (size_t i = 0; i < gm_net_block_param_offset(net, 2); i++) diff += fabs(grad[i] - gm_net_grads(net)[i]);
+    assert_true(diff > 1e-3);
+    free(grad);
+    gm_net_free(net);
+    gm_backend_free(be);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_allocates_nothing), cmocka_unit_test(test_training_lowers_loss),
         cmocka_unit_test(test_parameter_count),        cmocka_unit_test(test_tree_matches_chains),
         cmocka_unit_test(test_runs_repeat_exactly),    cmocka_unit_test(test_eval_is_per_sample),
-        cmocka_unit_test(test_forward_tensor),
+        cmocka_unit_test(test_forward_tensor),         cmocka_unit_test(test_block_loss_gradient),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -337,6 +337,54 @@ static gm_status sync_stats(gm_net *net, const gm_ft_group *g, float *host, doub
     return group_sum(g, be, buf, n, GM_OK, "BatchNorm statistics", err);
 }
 
+/*
+ * The feature losses of one step (after the fused net's forward on x):
+ * each distinct teacher runs once; scales are fixed on the first call.
+ */
+static gm_status feature_losses(gm_net *net, const gm_ft_opts *o, const float *x, int m, float scale,
+                                float *fscale, gm_error *err)
+{
+    gm_status st = GM_OK;
+    for (int k = 0; st == GM_OK && k < o->nfeatures; k++) {
+        const gm_ft_feature *f = &o->features[k];
+        int seen = 0;
+        for (int j = 0; j < k; j++) seen |= o->features[j].teacher == f->teacher;
+        if (!seen) st = gm_net_forward(f->teacher, x, m, 0, err);
+    }
+    for (int k = 0; st == GM_OK && k < o->nfeatures; k++) {
+        const gm_ft_feature *f = &o->features[k];
+        const float *t = gm_net_activation(f->teacher, f->teacher_block, -1);
+        if (fscale[k] <= 0.0f) { /* weight over the teacher's mean square, from this first batch */
+            gm_backend *be = gm_net_backend(net);
+            const size_t n = (size_t)m * gm_shape_numel(gm_net_activation_shape(f->teacher, f->teacher_block, -1));
+            float *h = malloc(sizeof(float) * n);
+            if (!h) return gm_error_set(err, GM_ENOMEM, "fine-tune: out of memory");
+            be->to_host(be, h, t, sizeof(float) * n);
+            double ms = 0.0;
+            for (size_t i = 0; i < n; i++) ms += (double)h[i] * h[i];
+            free(h);
+            ms /= (double)(n ? n : 1);
+            fscale[k] = (float)(o->feature_weight / (ms > 1e-12 ? ms : 1e-12));
+        }
+        float loss;
+        st = gm_net_block_loss(net, f->block, t, fscale[k] * scale, &loss, err);
+    }
+    return st;
+}
+
+/* GMorph's sub-graph level: blocks outside the trained set keep their weights. */
+static void freeze_blocks(gm_net *net, const char *train_block)
+{
+    gm_backend *be = gm_net_backend(net);
+    const int nb = gm_net_nblocks(net);
+    for (int b = 0; b < nb; b++) {
+        if (train_block[b]) continue;
+        size_t lo = gm_net_block_param_offset(net, b);
+        size_t hi = b + 1 < nb ? gm_net_block_param_offset(net, b + 1) : gm_net_nparams(net);
+        if (hi > lo) be->zero(be, gm_net_grads(net) + lo, sizeof(float) * (hi - lo));
+    }
+}
+
 static double worst_drop(const gm_ft_data *d, const double *acc)
 {
     double w = -1.0;
@@ -372,8 +420,10 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
     float *x = malloc(sizeof(float) * (size_t)B * d->numel);
     float *stats = sync_bn ? malloc(sizeof(float) * gm_net_nbuffers(net)) : NULL;
     float *target[GM_MF_MAX_TASKS] = {0};
+    float *fscale = o->nfeatures > 0 ? calloc((size_t)o->nfeatures, sizeof(float)) : NULL;
     for (int t = 0; t < n; t++) target[t] = malloc(sizeof(float) * (size_t)B * d->classes[t]);
-    int ok = order && x && (stats || !sync_bn);
+    int ok = order && x && (stats || !sync_bn) && (fscale || o->nfeatures <= 0);
+    for (int k = 0; st == GM_OK && k < o->nfeatures; k++) st = gm_net_reserve_block_loss(net, o->features[k].block, err);
     for (int t = 0; t < n; t++) ok &= target[t] != NULL;
     if (st == GM_OK && !ok) st = gm_error_set(err, GM_ENOMEM, "fine-tune: out of memory");
     /* Dropout (train mode only): the same stream on every rank would give each shard the others' masks. */
@@ -436,8 +486,10 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
                 if (st == GM_OK && !isfinite(loss))
                     st = gm_error_set(err, GM_ENUMERIC, "fine-tune: the loss of task %d became %g", t, (double)loss);
             }
+            if (st == GM_OK && m > 0 && o->nfeatures > 0) st = feature_losses(net, o, x, m, scale, fscale, err);
             if (st == GM_OK) gm_net_zero_grad(net);
             if (st == GM_OK && m > 0) st = gm_net_backward(net, err);
+            if (st == GM_OK && o->train_block) freeze_blocks(net, o->train_block);
             /* A rank without rows adds zeros, but must still join the sum. */
             if (g) st = group_sum(g, be, gm_net_grads(net), gm_net_nparams(net), st, "gradients", err);
             if (st != GM_OK) break;
@@ -452,6 +504,7 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
     free(order);
     free(x);
     free(stats);
+    free(fscale);
     for (int t = 0; t < n; t++) free(target[t]);
     return st;
 }

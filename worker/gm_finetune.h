@@ -91,6 +91,17 @@ typedef struct {
     void *ctx;
 } gm_ft_group;
 
+/*
+ * Feature matching at a merge's seam: block `block` of the fused net should
+ * output what block teacher_block of the net `teacher` (the weights' source
+ * model, on the same backend, sized for the batch) outputs on the same input.
+ */
+typedef struct {
+    int block;
+    gm_net *teacher;
+    int teacher_block;
+} gm_ft_feature;
+
 typedef struct {
     int max_epochs;      /* fine-tuning budget per candidate */
     int check_every;     /* accuracy checked at epochs 0, k, 2k, ... and at the end */
@@ -116,6 +127,21 @@ typedef struct {
     void *abort_ctx;
     uint64_t seed;
     const gm_ft_group *group; /* NULL (or size 1): this rank alone; else see gm_ft_group */
+    /*
+     * Feature matching: beside the logits' L1, the mean squared error of each
+     * feature's block against its teacher's, weighted by feature_weight over the
+     * teacher's mean square on the first batch (so the weight is scale-free).
+     * Each distinct teacher net runs forward once per step.
+     */
+    const gm_ft_feature *features;
+    int nfeatures;
+    float feature_weight;
+    /*
+     * GMorph's sub-graph level: NULL trains every block; else only blocks b with
+     * train_block[b] != 0 (their gradients are kept, the others' zeroed, so Adam
+     * never moves them).
+     */
+    const char *train_block;
     /*
      * Non-zero (a signal handler's flag): return before the next batch with
      * r->interrupted set and the candidate unfinished. One rank only: ranks of

@@ -146,70 +146,73 @@ static int child_of(const gm_fgraph *g, int i)
     return -1;
 }
 
-/* Stitches node i if it can take one; *done = 1 when its output is restored. */
-static gm_status stitch_node(ctx *c, int i, source s, const gm_stitch_opts *o, gm_stitch_report *rep, int *done,
-                             gm_error *err)
+/*
+ * The site at node i if it can take a stitch (0: it cannot): a new adapter
+ * with a convolution is fitted to its child's training input; any other node
+ * needs a source and a linear layer reading its input.
+ */
+static int site_at(const gm_fgraph *g, int i, source s, const gm_wstore *st, gm_stitch_site *site)
 {
-    const gm_fnode *nd = &c->g->nodes[i];
-    const int p = nd->parent;
-    gm_stitch_site site = {.node = i};
-    int conv = -1, ab = p, aop = -1;
-    *done = 0;
-    if (!s.file && nd->model < 0) { /* a new adapter: fitted to its child's training input */
-        conv = gm_stitch_adapter_conv(&nd->block);
-        int ch = child_of(c->g, i);
-        if (conv < 0 || ch < 0) return GM_OK;
-        s = source_of(c->g, ch, c->store);
-        if (!s.file) return GM_OK;
-        site.adapter = 1;
-        if (conv > 0) { /* the convolution reads the adapter's pooled map */
-            ab = i;
-            aop = conv - 1;
-        }
-    } else if (!s.file || gm_stitch_foldable(&nd->block) == GM_STITCH_NONE) {
-        return GM_OK;
+    const gm_fnode *nd = &g->nodes[i];
+    *site = (gm_stitch_site){.node = i, .match = i, .src = s.file, .src_block = s.blk};
+    if (!s.file && nd->model < 0) {
+        int ch = child_of(g, i);
+        source sc = ch >= 0 ? source_of(g, ch, st) : (source){NULL, -1};
+        if (gm_stitch_adapter_conv(&nd->block) < 0 || !sc.file) return 0;
+        site->adapter = 1;
+        site->match = ch;
+        site->src = sc.file;
+        site->src_block = sc.blk;
+        return 1;
     }
-    gm_stitch_fit fit;
-    gm_status st = fit_site(c, ab, aop, s, &fit, o->ridge, err);
-    if (st != GM_OK) return st;
-    float *par = c->m->params + c->par[i], *buf = c->m->buffers + c->buf[i];
-    if (site.adapter) st = gm_stitch_set_adapter(&nd->block, par, buf, &fit, err);
-    else st = gm_stitch_fold(&nd->block, gm_fgraph_in_shape(c->g, i), par, buf, &fit, &site.dropped, err);
-    site.partial = gm_stitch_foldable(&nd->block) == GM_STITCH_PARTIAL;
-    site.residual = fit.residual;
-    site.plain_residual = fit.plain_residual;
-    gm_stitch_fit_free(&fit);
-    if (st == GM_OK) st = gm_mfile_to_net(c->m, c->cand, err); /* later sites see this one */
-    if (st == GM_OK && rep && rep->nsites < GM_STITCH_MAX_SITES) rep->site[rep->nsites++] = site;
-    *done = st == GM_OK;
-    return st;
+    site->partial = gm_stitch_foldable(&nd->block) == GM_STITCH_PARTIAL;
+    return s.file && gm_stitch_foldable(&nd->block) != GM_STITCH_NONE;
 }
 
-static gm_status stitch_all(ctx *c, const gm_stitch_opts *o, gm_stitch_report *rep, gm_error *err)
+void gm_stitch_plan(const gm_fgraph *g, const gm_wstore *st, int cascade, gm_stitch_report *rep)
 {
-    const gm_fgraph *g = c->g;
-    /* same: reads its weights' input all the way up; fixed: its output was restored (unchanged or stitched) */
+    /* same: reads its weights' input all the way up; fixed: its output is restored (unchanged or stitched) */
     char same[GM_FG_MAX_NODES], fixed[GM_FG_MAX_NODES], adapter_set[GM_FG_MAX_NODES];
-    gm_status st = GM_OK;
-    for (int i = 0; st == GM_OK && i < g->nnodes; i++) {
+    memset(rep, 0, sizeof *rep);
+    for (int i = 0; i < g->nnodes; i++) {
         const int p = g->nodes[i].parent;
-        source s = source_of(g, i, c->store);
-        int direct = reads_expected(g, i, s, c->store);
-        same[i] = direct && (p < 0 || same[p]);
+        source s = source_of(g, i, st);
+        int direct = reads_expected(g, i, s, st);
+        same[i] = (char)(direct && (p < 0 || same[p]));
         adapter_set[i] = 0;
-        if (p >= 0 && adapter_set[p]) { /* behind an adapter set to its training input */
-            fixed[i] = 1;
-            continue;
-        }
-        if (direct && (p < 0 || (o->cascade ? same[p] : fixed[p]))) {
-            fixed[i] = 1;
-            continue;
-        }
-        int done = 0;
-        st = stitch_node(c, i, s, o, rep, &done, err);
-        fixed[i] = (char)done;
-        adapter_set[i] = (char)(done && !s.file);
+        fixed[i] = 1;
+        if (p >= 0 && adapter_set[p]) continue; /* behind an adapter set to its training input */
+        if (direct && (p < 0 || (cascade ? same[p] : fixed[p]))) continue;
+        gm_stitch_site site;
+        fixed[i] = (char)site_at(g, i, s, st, &site);
+        adapter_set[i] = (char)(fixed[i] && site.adapter);
+        if (fixed[i] && rep->nsites < GM_STITCH_MAX_SITES) rep->site[rep->nsites++] = site;
     }
+}
+
+/* Fits and applies one planned site; the candidate net is refreshed for the sites after it. */
+static gm_status stitch_site(ctx *c, gm_stitch_site *site, double ridge, gm_error *err)
+{
+    const gm_fnode *nd = &c->g->nodes[site->node];
+    int ab = nd->parent, aop = -1;
+    if (site->adapter) {
+        int conv = gm_stitch_adapter_conv(&nd->block);
+        if (conv > 0) { /* the convolution reads the adapter's pooled map */
+            ab = site->node;
+            aop = conv - 1;
+        }
+    }
+    gm_stitch_fit fit;
+    /* the source block the map must reproduce the input of: the node's own, or the adapter's child's */
+    gm_status st = fit_site(c, ab, aop, (source){site->src, site->src_block}, &fit, ridge, err);
+    if (st != GM_OK) return st;
+    float *par = c->m->params + c->par[site->node], *buf = c->m->buffers + c->buf[site->node];
+    if (site->adapter) st = gm_stitch_set_adapter(&nd->block, par, buf, &fit, err);
+    else st = gm_stitch_fold(&nd->block, gm_fgraph_in_shape(c->g, site->node), par, buf, &fit, &site->dropped, err);
+    site->residual = fit.residual;
+    site->plain_residual = fit.plain_residual;
+    gm_stitch_fit_free(&fit);
+    if (st == GM_OK) st = gm_mfile_to_net(c->m, c->cand, err);
     return st;
 }
 
@@ -217,7 +220,6 @@ gm_status gm_stitch_graph(const gm_fgraph *g, gm_mfile *m, const gm_wstore *stor
                           gm_backend *be, const gm_stitch_opts *o, gm_stitch_report *rep, gm_error *err)
 {
     const double t0 = gm_now_s();
-    if (rep) memset(rep, 0, sizeof *rep);
     if (m->nblocks != g->nnodes)
         return gm_error_set(err, GM_EINVAL, "stitch: the model has %d blocks, the graph %d nodes", m->nblocks,
                             g->nnodes);
@@ -235,7 +237,9 @@ gm_status gm_stitch_graph(const gm_fgraph *g, gm_mfile *m, const gm_wstore *stor
     gm_net_desc d = gm_mfile_desc(m);
     gm_status st = gm_net_create(&c->cand, be, &d, CHUNK, 1, err);
     if (st == GM_OK) st = gm_mfile_to_net(m, c->cand, err);
-    if (st == GM_OK) st = stitch_all(c, o, rep, err);
+    gm_stitch_report local, *r = rep ? rep : &local;
+    gm_stitch_plan(g, store, o->cascade, r);
+    for (int k = 0; st == GM_OK && k < r->nsites; k++) st = stitch_site(c, &r->site[k], o->ridge, err);
     gm_net_free(c->cand);
     for (int k = 0; k < c->nrefs; k++) gm_net_free(c->ref_net[k]);
     free(c->ha);

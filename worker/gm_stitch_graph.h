@@ -38,6 +38,14 @@ typedef struct {
 typedef struct {
     int node;              /* the node stitched */
     int adapter;           /* 1: a new adapter set to the map; 0: folded into the node's weights */
+    /*
+     * The seam's teacher: node `match`'s output (the node itself, or an adapter's
+     * child) should equal block src_block's output in model src, the weights'
+     * source (an original model or the elite). Feature matching reads it.
+     */
+    int match;
+    const gm_mfile *src;
+    int src_block;
     int partial;           /* an identity shortcut still adds the unstitched input */
     int dropped;           /* constants that found no bias or BatchNorm */
     double residual;       /* gm_stitch_fit.residual on the probe */
@@ -49,6 +57,13 @@ typedef struct {
     gm_stitch_site site[GM_STITCH_MAX_SITES];
     double seconds;
 } gm_stitch_report;
+
+/*
+ * Where g needs stitches (site[k].node, .adapter, .match, .src, .src_block;
+ * nothing fitted yet), in topological order, into rep. The store gives the
+ * weights' sources.
+ */
+void gm_stitch_plan(const gm_fgraph *g, const gm_wstore *store, int cascade, gm_stitch_report *rep);
 
 /*
  * Stitches m (gm_fgraph_to_mfile(g, store) made it: block i is node i) in

@@ -21,6 +21,7 @@ struct gm_worker {
     gm_net *base[GM_MF_MAX_TASKS]; /* the originals at batch 1 on lat_be: the latency peer */
     float *probe;                  /* stitch probe: distillation inputs spread over every dataset */
     long nprobe;
+    gm_net *teacher[GM_MF_MAX_TASKS]; /* the originals at the fine-tune batch on be: feature matching's teachers */
 };
 
 void gm_job_free(gm_job *j)
@@ -41,6 +42,7 @@ void gm_worker_free(gm_worker *w)
     for (int t = 0; t < GM_MF_MAX_TASKS; t++) {
         gm_mfile_free(&w->models[t]);
         gm_net_free(w->base[t]);
+        gm_net_free(w->teacher[t]);
     }
     gm_ft_data_free(&w->data);
     free(w->probe);
@@ -161,7 +163,42 @@ static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, int *same, 
     if (st == GM_OK) unchanged_inputs(g, job, same);
     gm_stitch_opts so = {.ridge = c->stitch_ridge, .cascade = c->stitch_cascade};
     if (st == GM_OK && w->probe) st = gm_stitch_graph(g, m, &store, w->probe, w->nprobe, w->be, &so, rep, err);
+    else if (st == GM_OK) gm_stitch_plan(g, &store, c->stitch_cascade, rep); /* the seams, for feature matching */
     free(g);
+    return st;
+}
+
+/* A net of model file f on the fine-tune backend at the fine-tune batch: a feature teacher. */
+static gm_status teacher_net(gm_worker *w, const gm_mfile *f, gm_net **out, gm_error *err)
+{
+    gm_net_desc d = gm_mfile_desc(f);
+    gm_status st = gm_net_create(out, w->be, &d, w->o.config->batch, 1, err);
+    if (st == GM_OK) st = gm_mfile_to_net(f, *out, err);
+    if (st != GM_OK) {
+        gm_net_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/*
+ * Feature matching at every seam of the plan: the originals' nets are made
+ * once and kept; an elite's (*elite_net) lives for this job.
+ */
+static gm_status seam_features(gm_worker *w, const gm_job *job, const gm_stitch_report *rep, gm_ft_feature *f,
+                               int *nf, gm_net **elite_net, gm_error *err)
+{
+    gm_status st = GM_OK;
+    *nf = 0;
+    for (int k = 0; st == GM_OK && k < rep->nsites; k++) {
+        const gm_stitch_site *s = &rep->site[k];
+        gm_net **slot = s->src == &job->src ? elite_net : NULL;
+        for (int t = 0; !slot && t < w->o.config->nmodels; t++)
+            if (s->src == &w->models[t]) slot = &w->teacher[t];
+        if (!slot) continue;
+        if (!*slot) st = teacher_net(w, s->src, slot, err);
+        if (st == GM_OK) f[(*nf)++] = (gm_ft_feature){s->match, *slot, s->src_block};
+    }
     return st;
 }
 
@@ -188,7 +225,20 @@ gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error 
                     .threshold = c->threshold, .seed = c->seed + (uint64_t)job->id,
                     .abort_check = c->filter_curve ? w->o.abort_check : NULL, .group = w->o.group,
                     .stop = w->o.stop};
+    gm_ft_feature features[GM_STITCH_MAX_SITES];
+    gm_net *elite_teacher = NULL;
+    char train_block[GM_FG_MAX_NODES];
+    if (st == GM_OK && c->feature_weight > 0.0 && !c->gmorph_mode) {
+        st = seam_features(w, job, &rep, features, &o.nfeatures, &elite_teacher, err);
+        o.features = features;
+        o.feature_weight = (float)c->feature_weight;
+    }
+    if (c->scope_touched && !c->gmorph_mode) { /* GMorph's sub-graph level: what the merges touched */
+        for (int b = 0; b < m.nblocks; b++) train_block[b] = (char)!same[b];
+        o.train_block = train_block;
+    }
     if (st == GM_OK) st = gm_finetune(net, heads, &w->data, &o, &r->ft, err);
+    gm_net_free(elite_teacher);
     r->latency_ms = r->base_latency_ms = 0.0;
     /* The structure and metadata of m, the fine-tuned weights of net. */
     gm_mfile tuned = {0};
