@@ -96,7 +96,8 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const top[] = {"models", "data", "out", "threshold", "policy", "iterations", "time_budget_s",
                                       "seed", "sa", "mutation", "finetune", "filter", "threads", "latency", "run",
                                       "stitch", "gmorph_mode", NULL};
-    static const char *const stitch_keys[] = {"enabled", "probe", "ridge", "cascade", NULL};
+    static const char *const stitch_keys[] = {"enabled", "probe", "ridge", "cascade", "fit", NULL};
+    static const char *const fit_names[] = {"input", "output", "best", NULL};
     static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", "device", NULL};
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
     static const char *const mut_keys[] = {"merges", "relaxed_below", NULL};
@@ -173,6 +174,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = get_long(sec, "probe", 2, 1000000, &c->stitch_probe, err);
     if (st == GM_OK) st = gm_json_get_double(sec, "ridge", 0, 0.0, 1e6, &c->stitch_ridge, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "cascade", 0, &c->stitch_cascade, err);
+    if (st == GM_OK) st = get_choice(sec, "stitch", "fit", fit_names, &c->stitch_fit, path, err);
     if (st == GM_OK) st = gm_json_get_bool(root, "gmorph_mode", 0, &c->gmorph_mode, err);
     if (st == GM_OK) st = section(root, "latency", lat_keys, &sec, err);
     if (st == GM_OK) st = get_int(sec, "warmup", 0, 100000, &c->lat_warmup, err);
@@ -208,6 +210,8 @@ gm_status gm_search_config_parse(gm_search_config *c, const char *text, const ch
     gm_json_free(root);
     return st;
 }
+
+static const char *fit_names_of(int fit) { return fit == 2 ? "best" : fit == 1 ? "output" : "input"; }
 
 /* cJSON builds the text so that paths with quotes or backslashes stay valid JSON. */
 static cJSON *obj(cJSON *parent, const char *name)
@@ -257,6 +261,7 @@ char *gm_search_config_to_json(const gm_search_config *c)
     cJSON_AddNumberToObject(s, "probe", (double)c->stitch_probe);
     cJSON_AddNumberToObject(s, "ridge", c->stitch_ridge);
     cJSON_AddBoolToObject(s, "cascade", c->stitch_cascade);
+    cJSON_AddStringToObject(s, "fit", fit_names_of(c->stitch_fit));
     cJSON_AddBoolToObject(r, "gmorph_mode", c->gmorph_mode);
     s = obj(r, "latency");
     cJSON_AddNumberToObject(s, "warmup", c->lat_warmup);

@@ -267,6 +267,87 @@ static void adapter_computes_the_map(void **state)
     assert_int_equal(gm_stitch_adapter_conv(&pool_only), -1);
 }
 
+/*
+ * The output fit on a block that reads X_A where it was trained on X_B = M X_A + c:
+ * with c = 0 it reproduces the teacher's output everywhere; with a constant it
+ * leaves less squared error than the folded map (it regresses the zero-padded
+ * border patches too). Returns the largest error of the fit and both sums.
+ */
+static void output_fit_vs_fold(double cscale, double *max_out, double *e_out, double *e_fold)
+{
+    enum { B = 4 };
+    const gm_shape in = {3, 8, 8};
+    gm_block blk = gm_block_empty(GM_BLOCK_CONV);
+    gm_error err;
+    assert_ok(gm_block_push(&blk, gm_op_conv2d(3, 5, 3, 1, 1, 1), -1, -1, &err), err);
+    gm_backend *be = cpu();
+    gm_net_desc d = {in, 1, &blk, NULL};
+    gm_net *teacher, *cand;
+    assert_ok(gm_net_create(&teacher, be, &d, B, 3, &err), err);
+    assert_ok(gm_net_create(&cand, be, &d, B, 4, &err), err);
+    const size_t np = gm_net_nparams(teacher), numel = gm_shape_numel(in), nout = 5 * 8 * 8;
+    memcpy(gm_net_params(cand), gm_net_params(teacher), sizeof(float) * np);
+    gm_rng rng;
+    gm_rng_seed(&rng, 8);
+    gm_stitch_fit map;
+    make_fit(&map, 3, 3, &rng, cscale);
+    float xa[B * 3 * 64], xb[B * 3 * 64], t[B * 5 * 64], diff[B * 5 * 64], patches[27 * 64];
+    gm_fill_uniform(xa, B * numel, &rng, -1.0f, 1.0f);
+    for (int s = 0; s < B; s++)
+        for (int j = 0; j < 3; j++)
+            for (int p = 0; p < 64; p++) {
+                double v = map.c[j];
+                for (int i = 0; i < 3; i++) v += map.M[j * 3 + i] * xa[(s * 3 + i) * 64 + p];
+                xb[(s * 3 + j) * 64 + p] = (float)v;
+            }
+    assert_ok(gm_net_forward(teacher, xb, B, 0, &err), err);
+    memcpy(t, gm_net_output(teacher, 0), sizeof t);
+    assert_ok(gm_net_forward(cand, xa, B, 0, &err), err);
+    const float *y = gm_net_output(cand, 0);
+    for (size_t i = 0; i < B * nout; i++) diff[i] = t[i] - y[i];
+    assert_true(gm_stitch_refittable(&blk, 0));
+    gm_stitch_acc *acc;
+    assert_ok(gm_stitch_acc_create(&acc, 27, 5, &err), err);
+    for (int s = 0; s < B; s++) {
+        gm_stitch_patches(&blk.ops[0], in, xa + s * numel, patches);
+        gm_stitch_acc_add(acc, patches, diff + s * nout, 1, 64);
+    }
+    gm_stitch_fit delta;
+    assert_ok(gm_stitch_solve(acc, 1e-9, &delta, &err), err);
+    int dropped;
+    assert_ok(gm_stitch_add_delta(&blk, 0, gm_net_params(cand), NULL, &delta, &dropped, &err), err);
+    assert_int_equal(dropped, 0);
+    assert_ok(gm_net_forward(cand, xa, B, 0, &err), err);
+    *max_out = *e_out = *e_fold = 0.0;
+    for (size_t i = 0; i < B * nout; i++) {
+        double e = fabs((double)y[i] - t[i]);
+        *max_out = e > *max_out ? e : *max_out;
+        *e_out += e * e;
+    }
+    /* the fold, on the same candidate input */
+    memcpy(gm_net_params(cand), gm_net_params(teacher), sizeof(float) * np);
+    assert_ok(gm_stitch_fold(&blk, in, gm_net_params(cand), NULL, &map, &dropped, &err), err);
+    assert_ok(gm_net_forward(cand, xa, B, 0, &err), err);
+    for (size_t i = 0; i < B * nout; i++) *e_fold += ((double)y[i] - t[i]) * ((double)y[i] - t[i]);
+    gm_stitch_fit_free(&delta);
+    gm_stitch_fit_free(&map);
+    gm_stitch_acc_free(acc);
+    gm_net_free(teacher);
+    gm_net_free(cand);
+    gm_backend_free(be);
+}
+
+static void output_fit_reproduces_teacher(void **state)
+{
+    (void)state;
+    double max_out, e_out, e_fold;
+    output_fit_vs_fold(0.0, &max_out, &e_out, &e_fold);
+    assert_true(max_out < 1e-3);
+    output_fit_vs_fold(0.5, &max_out, &e_out, &e_fold);
+    print_message("output fit with a constant: squared error %.3g, the fold's %.3g\n", e_out, e_fold);
+    assert_true(e_out < e_fold);
+}
+
 /* ---- whole candidates ------------------------------------------------------------ */
 
 static const gm_shape IN = {3, 16, 16};
@@ -398,7 +479,7 @@ int main(void)
         cmocka_unit_test(lsq_recovers_known_map),       cmocka_unit_test(lsq_refuses_too_little),
         cmocka_unit_test(fold_conv_equals_explicit_map), cmocka_unit_test(fold_residual_and_linear),
         cmocka_unit_test(adapter_computes_the_map),     cmocka_unit_test(same_model_twice_is_identity),
-        cmocka_unit_test(stitch_beats_plain_merge),
+        cmocka_unit_test(stitch_beats_plain_merge),     cmocka_unit_test(output_fit_reproduces_teacher),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

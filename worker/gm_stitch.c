@@ -411,3 +411,60 @@ gm_status gm_stitch_set_adapter(const gm_block *b, float *params, float *buffers
     }
     return GM_OK;
 }
+
+/* ---- the output fit ------------------------------------------------------------------ */
+
+int gm_stitch_refittable(const gm_block *b, int k)
+{
+    if (k < 0 || k >= b->nops) return 0;
+    const gm_op *op = &b->ops[k];
+    const int s = b->src[k][0];
+    if (op->kind == GM_OP_CONV2D) return s < 0;
+    if (op->kind != GM_OP_LINEAR) return 0;
+    return s < 0 || (b->ops[s].kind == GM_OP_FLATTEN && b->src[s][0] < 0);
+}
+
+void gm_stitch_patches(const gm_op *op, gm_shape in, const float *x, float *out)
+{
+    if (op->kind != GM_OP_CONV2D) {
+        memcpy(out, x, sizeof(float) * gm_shape_numel(in));
+        return;
+    }
+    const gm_conv_params *p = &op->p.conv;
+    const int ho = (in.h + 2 * p->pad - p->k) / p->stride + 1, wo = (in.w + 2 * p->pad - p->k) / p->stride + 1;
+    for (int c = 0; c < in.c; c++)
+        for (int ky = 0; ky < p->k; ky++)
+            for (int kx = 0; kx < p->k; kx++) {
+                float *row = out + ((size_t)(c * p->k + ky) * p->k + kx) * ho * wo;
+                for (int y = 0; y < ho; y++) {
+                    const int iy = y * p->stride - p->pad + ky;
+                    for (int xx = 0; xx < wo; xx++) {
+                        const int ix = xx * p->stride - p->pad + kx;
+                        row[y * wo + xx] = iy < 0 || iy >= in.h || ix < 0 || ix >= in.w
+                                               ? 0.0f
+                                               : x[((size_t)c * in.h + iy) * in.w + ix];
+                    }
+                }
+            }
+}
+
+gm_status gm_stitch_add_delta(const gm_block *b, int k, float *params, float *buffers, const gm_stitch_fit *f,
+                              int *dropped, gm_error *err)
+{
+    *dropped = 0;
+    if (!gm_stitch_refittable(b, k))
+        return gm_error_set(err, GM_EINVAL, "stitch: op %d of a %s block cannot be refitted", k,
+                            gm_block_kind_name(b->kind));
+    const gm_op *op = &b->ops[k];
+    const int out = op->kind == GM_OP_CONV2D ? op->p.conv.cout : op->p.linear.out;
+    const size_t per = op->kind == GM_OP_CONV2D ? (size_t)op->p.conv.cin * op->p.conv.k * op->p.conv.k
+                                                : (size_t)op->p.linear.in;
+    if (f->cb != out || (size_t)f->ca != per)
+        return gm_error_set(err, GM_EINVAL, "stitch: a %d -> %d fit for an op of %zu inputs and %d outputs", f->ca,
+                            f->cb, per, out);
+    size_t par[GM_BLOCK_MAX_OPS], buf[GM_BLOCK_MAX_OPS];
+    op_offsets(b, par, buf);
+    for (size_t i = 0; i < (size_t)out * per; i++) params[par[k] + i] += (float)f->M[i];
+    if (!place_constant(b, k, params, buffers, par, buf, f->c, out, (size_t)out * per)) *dropped = 1;
+    return GM_OK;
+}

@@ -100,4 +100,23 @@ gm_status gm_stitch_set_adapter(const gm_block *b, float *params, float *buffers
 /* Index of the adapter's 1x1 convolution, or -1. */
 int gm_stitch_adapter_conv(const gm_block *b);
 
+/*
+ * The output fit, the alternative to mapping the input: refit op k of block b
+ * (a convolution or linear layer that reads the block input directly, or
+ * through flatten) so that on the new input X_A it computes what it computed
+ * on X_B: regress the difference of its outputs, teacher minus now, on its
+ * receptive fields (a convolution's k x k patches with their zero padding, so
+ * borders are fitted too; a linear layer's whole input). The fit's M is then
+ * the change of the weights (ridge: towards no change) and c that of the bias.
+ *
+ * gm_stitch_refittable: 1 when op k is such an op. gm_stitch_patches: one
+ * sample's receptive fields for op k, (cin k k) rows of ho wo (a linear
+ * layer's: its input as one column). gm_stitch_add_delta: W += M; the constant
+ * goes to the bias or the BatchNorm after the op (*dropped when neither).
+ */
+int gm_stitch_refittable(const gm_block *b, int k);
+void gm_stitch_patches(const gm_op *op, gm_shape in, const float *x, float *out);
+gm_status gm_stitch_add_delta(const gm_block *b, int k, float *params, float *buffers, const gm_stitch_fit *fit,
+                              int *dropped, gm_error *err);
+
 #endif

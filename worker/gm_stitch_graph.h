@@ -25,8 +25,17 @@
 
 enum { GM_STITCH_MAX_SITES = 64 };
 
+/*
+ * What is fitted at a node that is not a new adapter: the map of its input
+ * (folded), the output fit of its first layers (gm_stitch_add_delta), or
+ * both, keeping the one whose output is nearer its source block's on the
+ * probe (two more passes over the probe).
+ */
+typedef enum { GM_STITCH_FIT_INPUT, GM_STITCH_FIT_OUTPUT, GM_STITCH_FIT_BEST } gm_stitch_fit_kind;
+
 typedef struct {
     double ridge;   /* relative ridge of the least squares (gm_stitch_solve) */
+    gm_stitch_fit_kind fit;
     /*
      * 0: stitch only where a node reads something else than its weights' input and
      * no stitch above it already restored that input (the seams). 1: also every
@@ -48,8 +57,10 @@ typedef struct {
     int src_block;
     int partial;           /* an identity shortcut still adds the unstitched input */
     int dropped;           /* constants that found no bias or BatchNorm */
-    double residual;       /* gm_stitch_fit.residual on the probe */
+    int output_fit;        /* 1: the node's first layers were refitted; 0: its input map folded in */
+    double residual;       /* the input map's gm_stitch_fit.residual on the probe (0 when not fitted) */
     double plain_residual; /* the same without the stitch (NAN when channels differ) */
+    double out_error;      /* "best" only: the node's output error against its source block's (NAN otherwise) */
 } gm_stitch_site;
 
 typedef struct {

@@ -161,7 +161,7 @@ static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, int *same, 
     gm_wstore store = {c->nmodels, w->mptr, job->source >= 0, &job->source, &src};
     if (st == GM_OK) st = gm_fgraph_to_mfile(g, &store, c->seed + (uint64_t)job->id, m, err);
     if (st == GM_OK) unchanged_inputs(g, job, same);
-    gm_stitch_opts so = {.ridge = c->stitch_ridge, .cascade = c->stitch_cascade};
+    gm_stitch_opts so = {.ridge = c->stitch_ridge, .cascade = c->stitch_cascade, .fit = (gm_stitch_fit_kind)c->stitch_fit};
     if (st == GM_OK && w->probe) st = gm_stitch_graph(g, m, &store, w->probe, w->nprobe, w->be, &so, rep, err);
     else if (st == GM_OK) gm_stitch_plan(g, &store, c->stitch_cascade, rep); /* the seams, for feature matching */
     free(g);
