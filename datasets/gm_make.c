@@ -80,8 +80,14 @@ void gm_make_overlay(uint8_t *canvas, int size, const uint8_t *img, int top, int
     }
 }
 
+int gm_make_fashion_group(int cls)
+{
+    static const int group[10] = {0, 1, 0, 0, 0, 2, 0, 2, 3, 2};
+    return cls >= 0 && cls < 10 ? group[cls] : -1;
+}
+
 void gm_make_multi_fashion_gen(const gm_make_pool *pool, int size, gm_rng *rng, long count, uint8_t *x,
-                               int32_t *left, int32_t *right, int *picks)
+                               int32_t *left, int32_t *right, int32_t *same, int *picks)
 {
     const size_t px = (size_t)GM_FASHION_SIDE * GM_FASHION_SIDE, canvas = (size_t)size * (size_t)size;
     const int shift = size - GM_FASHION_SIDE;
@@ -95,6 +101,7 @@ void gm_make_multi_fashion_gen(const gm_make_pool *pool, int size, gm_rng *rng, 
         gm_make_overlay(img, size, pool->x + (size_t)b * px, shift, shift);
         left[i] = pool->y[a];
         right[i] = pool->y[b];
+        if (same) same[i] = gm_make_fashion_group(left[i]) == gm_make_fashion_group(right[i]);
         if (picks) {
             picks[2 * i] = a;
             picks[2 * i + 1] = b;
@@ -301,9 +308,9 @@ gm_status gm_make_check(gm_make_kind k, const gm_make_opts *o, gm_error *err)
 
 static void describe(char *buf, size_t cap, gm_make_kind k, const gm_make_opts *o, const char *note)
 {
-    snprintf(buf, cap, "gmorph data %s --size %d --train %ld --val %ld --test %ld --seed %llu%s", kind_names[k],
+    snprintf(buf, cap, "gmorph data %s --size %d --train %ld --val %ld --test %ld --seed %llu%s%s", kind_names[k],
              o->size, o->n[GM_SPLIT_TRAIN], o->n[GM_SPLIT_VAL], o->n[GM_SPLIT_TEST], (unsigned long long)o->seed,
-             note);
+             o->group_task ? " --group-task" : "", note);
 }
 
 /* Writes every split of a declared dataset with gen_for(split) and closes the file. */
@@ -352,7 +359,7 @@ static gm_ds_info base_info(gm_make_kind k, const gm_make_opts *o, int channels,
 
 typedef struct {
     const gm_make_pool *pool;
-    int size;
+    int size, group_task;
     gm_rng rng;
 } mf_ctx;
 
@@ -360,7 +367,7 @@ static void mf_gen(void *ctx, long first, long count, uint8_t *x, int32_t *const
 {
     (void)first; /* the rng carries the position in the split */
     mf_ctx *c = ctx;
-    gm_make_multi_fashion_gen(c->pool, c->size, &c->rng, count, x, y[0], y[1], NULL);
+    gm_make_multi_fashion_gen(c->pool, c->size, &c->rng, count, x, y[0], y[1], c->group_task ? y[2] : NULL, NULL);
 }
 
 gm_status gm_make_multi_fashion(const char *path, const gm_make_opts *o, gm_make_progress progress, void *pctx,
@@ -374,10 +381,11 @@ gm_status gm_make_multi_fashion(const char *path, const gm_make_opts *o, gm_make
         gm_ds_info info = base_info(GM_MAKE_MULTI_FASHION, o, 1, " (Fashion-MNIST pairs, Lin et al. 2019)");
         set_task(&info, "left", src.train.classes);
         set_task(&info, "right", src.train.classes);
+        if (o->group_task) set_task(&info, "same_group", 2);
         mf_ctx ctx[GM_NSPLITS];
         split_gens g = {.gen = mf_gen};
         for (int s = 0; s < GM_NSPLITS; s++) {
-            ctx[s] = (mf_ctx){.pool = &src.pool[s], .size = o->size};
+            ctx[s] = (mf_ctx){.pool = &src.pool[s], .size = o->size, .group_task = o->group_task};
             gm_make_split_rng(o->seed, (gm_split)s, &ctx[s].rng);
             g.ctx[s] = &ctx[s];
         }

@@ -74,11 +74,21 @@ void gm_make_overlay(uint8_t *canvas, int size, const uint8_t *img, int top, int
  * count Multi-Fashion samples (Lin et al. 2019): two independent uniform picks
  * from pool per sample, the first drawn at the top-left corner of a size x size
  * canvas and the second at the bottom-right (offset size - 28), combined by max.
- * x: count * size * size; left, right: count labels each; picks: NULL or
+ * x: count * size * size; left, right: count labels each; same: NULL or count
+ * labels of the "same_group" task (gm_make_fashion_group); picks: NULL or
  * 2 * count pool indices (left, right) for whoever wants to check the result.
  */
 void gm_make_multi_fashion_gen(const gm_make_pool *pool, int size, gm_rng *rng, long count, uint8_t *x,
-                               int32_t *left, int32_t *right, int *picks);
+                               int32_t *left, int32_t *right, int32_t *same, int *picks);
+
+/*
+ * The coarse group of a Fashion-MNIST class: 0 tops (T-shirt, pullover, dress,
+ * coat, shirt), 1 bottoms (trouser), 2 shoes (sandal, sneaker, ankle boot),
+ * 3 bags. Multi-Fashion's optional third task, "same_group", is 1 when both
+ * items of an image are in the same group: it needs both items at once, where
+ * left and right each need one.
+ */
+int gm_make_fashion_group(int cls);
 
 /* Fashion alone: the pool images order[0..count) centred on a size x size canvas. */
 void gm_make_fashion_gen(const gm_make_pool *pool, int size, const int *order, long count, uint8_t *x,
@@ -135,6 +145,7 @@ typedef struct {
     long n[GM_NSPLITS];      /* samples per split; 0 leaves a split out */
     uint64_t seed;
     const char *fashion_dir; /* NULL: GM_FASHION_MNIST_DIR; unused by sprites */
+    int group_task;          /* multi-fashion: also the task "same_group" (gm_make_fashion_group) */
 } gm_make_opts;
 
 /* "multi-fashion", "fashion", "sprites". */

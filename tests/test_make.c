@@ -227,7 +227,7 @@ static void test_multi_fashion_geometry(void **state)
         int picks[128];
         gm_rng rng;
         gm_make_split_rng(5, GM_SPLIT_TRAIN, &rng);
-        gm_make_multi_fashion_gen(&src.pool[GM_SPLIT_TRAIN], size, &rng, n, x, left, right, picks);
+        gm_make_multi_fashion_gen(&src.pool[GM_SPLIT_TRAIN], size, &rng, n, x, left, right, NULL, picks);
         int distinct = 0;
         for (long i = 0; i < n; i++) {
             const uint8_t *l = src.train.x + (size_t)picks[2 * i] * px, *r = src.train.x + (size_t)picks[2 * i + 1] * px;
@@ -257,7 +257,7 @@ static void test_multi_fashion_geometry(void **state)
         int32_t l[20], r[20];
         gm_rng rng;
         gm_make_split_rng(9, (gm_split)s, &rng);
-        gm_make_multi_fashion_gen(&src.pool[s], 36, &rng, 20, want, l, r, NULL);
+        gm_make_multi_fashion_gen(&src.pool[s], 36, &rng, 20, want, l, r, NULL, NULL);
         uint8_t *got = read_raw(ds, (gm_split)s);
         assert_memory_equal(got, want, 20 * 36 * 36);
         assert_memory_equal(gm_ds_labels(ds, (gm_split)s, 0), l, sizeof l);
@@ -266,6 +266,32 @@ static void test_multi_fashion_geometry(void **state)
         free(want);
     }
     gm_ds_close(ds);
+
+    /* --group-task: the same images, left and right, plus same_group from their coarse groups */
+    const char *pg = tpath(state, "geo3.h5");
+    make_ok(GM_MAKE_MULTI_FASHION, pg, &(gm_make_opts){.size = 36, .n = {200, 20, 20}, .seed = 9, .group_task = 1});
+    make_ok(GM_MAKE_MULTI_FASHION, p, &(gm_make_opts){.size = 36, .n = {200, 20, 20}, .seed = 9});
+    gm_dataset *d2 = open_ok(p), *d3 = open_ok(pg);
+    assert_int_equal(gm_ds_get_info(d3)->ntasks, 3);
+    assert_int_equal(gm_ds_task_index(d3, "same_group"), 2);
+    uint8_t *x2 = read_raw(d2, GM_SPLIT_TRAIN), *x3 = read_raw(d3, GM_SPLIT_TRAIN);
+    assert_memory_equal(x2, x3, 200 * 36 * 36);
+    const int32_t *l = gm_ds_labels(d3, GM_SPLIT_TRAIN, 0), *r = gm_ds_labels(d3, GM_SPLIT_TRAIN, 1);
+    const int32_t *same = gm_ds_labels(d3, GM_SPLIT_TRAIN, 2);
+    assert_memory_equal(l, gm_ds_labels(d2, GM_SPLIT_TRAIN, 0), 200 * sizeof *l);
+    int ones = 0;
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(same[i], gm_make_fashion_group(l[i]) == gm_make_fashion_group(r[i]));
+        ones += same[i];
+    }
+    assert_true(ones > 40 && ones < 110); /* P(same group) = 0.36 */
+    assert_int_equal(gm_make_fashion_group(8), 3); /* bag */
+    assert_int_equal(gm_make_fashion_group(9), 2); /* ankle boot */
+    assert_int_equal(gm_make_fashion_group(3), 0); /* dress: a top */
+    free(x2);
+    free(x3);
+    gm_ds_close(d2);
+    gm_ds_close(d3);
     gm_make_fashion_src_free(&src);
 }
 

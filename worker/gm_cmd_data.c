@@ -75,6 +75,9 @@ static void usage_maker(FILE *f, gm_make_kind k)
         fprintf(f, "  --fashion-dir DIR  Fashion-MNIST's IDX files (default %s,\n"
                    "                     from the Debian package dataset-fashion-mnist)\n",
                 GM_FASHION_MNIST_DIR);
+    if (k == GM_MAKE_MULTI_FASHION)
+        fprintf(f, "  --group-task       a third task, \"same_group\": are both items in the same coarse group\n"
+                   "                     (tops, bottoms, shoes, bags)? It needs both items at once\n");
     fprintf(f, "  -h, --help         this text\n");
 }
 
@@ -103,7 +106,7 @@ static int cmd_maker(gm_make_kind k, int argc, char **argv)
         {"train", required_argument, 0, 'r'}, {"val", required_argument, 0, 'v'},
         {"test", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
         {"fashion-dir", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"group-task", no_argument, 0, 'g'}, {0, 0, 0, 0}};
     char cmd[64];
     snprintf(cmd, sizeof cmd, "data %s", gm_make_kind_name(k));
     gm_make_opts o = gm_make_defaults(k);
@@ -132,6 +135,13 @@ static int cmd_maker(gm_make_kind k, int argc, char **argv)
                 bad = 1;
             }
             o.fashion_dir = optarg;
+            break;
+        case 'g':
+            if (k != GM_MAKE_MULTI_FASHION) {
+                fprintf(stderr, "gmorph %s: --group-task applies to multi-fashion only\n", cmd);
+                bad = 1;
+            }
+            o.group_task = 1;
             break;
         case 'h': usage_maker(stdout, k); return GM_EXIT_OK;
         default: bad = 1;

@@ -57,7 +57,7 @@ static void usage(FILE *f)
             "Builds a benchmark's task zoo: makes its datasets ('gmorph data'), trains its models\n"
             "('gmorph train') and writes DIR/zoo.md, a table of every model's accuracy and cost.\n"
             "Outputs that exist are kept; an interrupted training resumes. The shipped configs\n"
-            "are datasets/zoo/b1.json and datasets/zoo/b2.json.\n\n"
+            "are datasets/zoo/b1.json, b2.json and b3.json.\n\n"
             "  --out DIR       where datasets and models go (created if missing)\n"
             "  --only LIST     build only these models (comma-separated names)\n"
             "  --scale X       multiply every dataset split size by X (0 < X <= 1; default 1)\n"
