@@ -198,9 +198,14 @@ gm_status gm_stitch_solve(const gm_stitch_acc *a, double ridge, gm_stitch_fit *f
     if (!Gc || !Cc || !ma || !mb || !L || !col) st = gm_error_set(err, GM_ENOMEM, "stitch: out of memory");
     if (st == GM_OK) {
         covariances(a, Gc, Cc, ma, mb);
-        double tr = 0.0;
-        for (int i = 0; i < ca; i++) tr += Gc[(size_t)i * ca + i];
-        const double lambda = ridge * (tr > 0.0 ? tr / ca : 1.0) + 1e-12;
+        /* centring cancels: a near-constant feature's variance is known only to about 1e-7 of its raw moment */
+        double tr = 0.0, raw = 0.0;
+        for (int i = 0; i < ca; i++) {
+            double g = a->G[(size_t)i * ca + i] / a->n;
+            tr += Gc[(size_t)i * ca + i] > 0.0 ? Gc[(size_t)i * ca + i] : 0.0;
+            raw = g > raw ? g : raw;
+        }
+        const double lambda = ridge * (tr > 0.0 ? tr / ca : 1.0) + 1e-6 * raw + 1e-12;
         memcpy(L, Gc, sizeof(double) * (size_t)ca * ca);
         for (int i = 0; i < ca; i++) L[(size_t)i * ca + i] += lambda;
         if (cholesky(L, ca) != 0)

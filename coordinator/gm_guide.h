@@ -1,0 +1,60 @@
+/*
+ * gm_guide: guided proposals. GMorph draws each merge uniformly; most of them
+ * join maps a stitch cannot reconcile, or save little. The guide predicts both
+ * sides of a merge before anything is fine-tuned:
+ *
+ * - cost: the residual of the least-squares map (gm_stitch.h) from what the
+ *   merged block would read to what it was trained on, measured once on a
+ *   probe batch through the original models. For every block and every map of
+ *   the same shape in any original model (its input included), one residual:
+ *   a table the coordinator keeps. A node of a fused graph stands for the
+ *   original block it came from (elites are fine-tuned to stay near it), so
+ *   the table prices merges in any graph; a merge the table cannot price (an
+ *   adapter's output, shapes that differ) gets the table's median.
+ * - gain: the forward FLOPs the merge removes from the graph.
+ *
+ * A merge is then drawn with probability
+ *     explore / |merges| + (1 - explore) * w / sum(w),   w = gain * exp(-cost / cost_scale),
+ * so a uniform share keeps exploring and the rest goes to cheap, rewarding merges.
+ * The guide changes which candidates are proposed, never how one is built.
+ */
+#ifndef GM_GUIDE_H
+#define GM_GUIDE_H
+
+#include "gm_fgraph.h"
+#include "gm_mutate.h"
+#include "gm_rng.h"
+
+typedef struct gm_guide gm_guide;
+
+typedef struct {
+    double explore;     /* uniform share of every draw, in [0, 1] */
+    double cost_scale;  /* residual that divides a merge's weight by e */
+} gm_guide_opts;
+
+/*
+ * Measures the cost table: the n original models run over the probe (host,
+ * nprobe x numel(input), normalised) on backend be, in chunks. o is copied.
+ */
+gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, const float *probe, long nprobe,
+                          gm_backend *be, const gm_guide_opts *o, gm_error *err);
+void gm_guide_free(gm_guide *gd);
+
+/* Number of (map, block) pairs priced; the median residual over them. */
+int gm_guide_npairs(const gm_guide *gd);
+double gm_guide_median(const gm_guide *gd);
+
+/*
+ * The predicted cost of merge m in g: the residual of the map from node
+ * parent(m.a)'s output (the input for -1) to node m.b's training input.
+ */
+double gm_guide_cost(const gm_guide *gd, const gm_fgraph *g, gm_merge m);
+
+/*
+ * As gm_mutate_random: n merges applied to g one after the other, each drawn
+ * from the merges of the graph as it then is (relaxed ones too while fewer
+ * than relaxed_below strict ones exist), with the guide's probabilities.
+ */
+gm_status gm_guide_mutate(const gm_guide *gd, gm_fgraph *g, gm_rng *rng, int n, int relaxed_below, gm_error *err);
+
+#endif

@@ -1,0 +1,142 @@
+/*
+ * Guided proposals (coordinator/gm_guide.h): a merge between two copies of one
+ * model is priced at no cost and a merge onto another model's maps above it;
+ * a layer skip is priced too; with no exploration and a sharp cost scale the
+ * draws go to the free merges; with full exploration they spread over all.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gm_guide.h"
+#include "gm_models.h"
+#include "test_util.h"
+
+static const gm_shape IN = {3, 16, 16};
+enum { NPROBE = 48 };
+
+static void random_model(gm_mfile *m, uint64_t seed)
+{
+    static const int widths[4] = {8, 16, 0, 0};
+    static gm_model model;
+    gm_error err;
+    assert_ok(gm_model_from_name(&model, "vgg11", widths, IN, 4, &err), err);
+    gm_net_desc d = gm_model_desc(&model);
+    gm_backend *be;
+    gm_net *net;
+    assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
+    assert_ok(gm_net_create(&net, be, &d, 2, seed, &err), err);
+    assert_ok(gm_mfile_from_net(m, net, &err), err);
+    m->tasks[0].classes = 4;
+    snprintf(m->tasks[0].name, sizeof m->tasks[0].name, "t%llu", (unsigned long long)seed);
+    for (int c = 0; c < 3; c++) m->std[c] = 1.0f;
+    gm_net_free(net);
+    gm_backend_free(be);
+}
+
+typedef struct {
+    gm_mfile m[3]; /* a, a copy of a, another model */
+    const gm_mfile *mp[3];
+    gm_guide *guide;
+    gm_backend *be;
+} fixture;
+
+static void open_fixture(fixture *f, double explore, double cost_scale, int nmodels)
+{
+    gm_error err;
+    random_model(&f->m[0], 5);
+    assert_ok(gm_mfile_copy(&f->m[1], &f->m[0], &err), err);
+    random_model(&f->m[2], 6);
+    f->mp[0] = &f->m[0];
+    f->mp[1] = &f->m[1];
+    f->mp[2] = &f->m[2];
+    float *x = malloc(sizeof(float) * NPROBE * gm_shape_numel(IN));
+    gm_rng rng;
+    gm_rng_seed(&rng, 9);
+    gm_fill_uniform(x, NPROBE * gm_shape_numel(IN), &rng, -1.0f, 1.0f);
+    assert_ok(gm_backend_cpu_create(&f->be, 1, &err), err);
+    gm_guide_opts o = {.explore = explore, .cost_scale = cost_scale};
+    assert_ok(gm_guide_create(&f->guide, f->mp, nmodels, x, NPROBE, f->be, &o, &err), err);
+    free(x);
+}
+
+static void close_fixture(fixture *f)
+{
+    gm_guide_free(f->guide);
+    gm_backend_free(f->be);
+    for (int k = 0; k < 3; k++) gm_mfile_free(&f->m[k]);
+}
+
+static void prices_merges(void **state)
+{
+    (void)state;
+    fixture f = {0};
+    open_fixture(&f, 0.2, 0.1, 3);
+    gm_fgraph *g = malloc(sizeof *g);
+    gm_error err;
+    assert_ok(gm_fgraph_from_models(g, f.mp, 3, &err), err);
+    const int nb = f.m[0].nblocks;
+    assert_true(gm_guide_npairs(f.guide) > 10);
+    /* block 2 of the copy reading block 1 of a (a's block 2's input): the same map */
+    double same = gm_guide_cost(f.guide, g, (gm_merge){2, nb + 2, 0});
+    double other = gm_guide_cost(f.guide, g, (gm_merge){2, 2 * nb + 2, 0});
+    double skip = gm_guide_cost(f.guide, g, (gm_merge){1, 3, 0}); /* a's block 3 reads block 0: a skip */
+    print_message("cost: copy %.2e, another model %.3f, a layer skip %.3f; median %.3f over %d pairs\n", same, other,
+                  skip, gm_guide_median(f.guide), gm_guide_npairs(f.guide));
+    assert_true(same < 1e-3);
+    assert_true(other > 0.05 && other > 100 * same);
+    assert_true(skip > 0.0 && isfinite(skip));
+    free(g);
+    close_fixture(&f);
+}
+
+/* Fraction of n single-merge draws whose cost is below 1e-3. */
+static double free_share(fixture *f, int n)
+{
+    gm_fgraph *g = malloc(sizeof *g), *orig = malloc(sizeof *orig);
+    gm_error err;
+    assert_ok(gm_fgraph_from_models(orig, f->mp, 2, &err), err);
+    gm_rng rng;
+    gm_rng_seed(&rng, 17);
+    int cheap = 0;
+    for (int k = 0; k < n; k++) {
+        memcpy(g, orig, sizeof *g);
+        assert_ok(gm_guide_mutate(f->guide, g, &rng, 1, 0, &err), err);
+        /* the merged graph lost FLOPs; was the map it made b read the one b was trained on? */
+        assert_true(gm_fgraph_flops(g) < gm_fgraph_flops(orig));
+        int shared = 0; /* a node of one copy reading the other copy's previous layer: a shared prefix */
+        for (int i = 0; i < g->nnodes; i++) {
+            int p = g->nodes[i].parent;
+            if (p >= 0 && g->nodes[p].model >= 0 && g->nodes[i].model != g->nodes[p].model &&
+                g->nodes[p].layer == g->nodes[i].layer - 1)
+                shared = 1;
+        }
+        cheap += shared;
+    }
+    free(g);
+    free(orig);
+    return (double)cheap / n;
+}
+
+static void draws_follow_cost(void **state)
+{
+    (void)state;
+    fixture f = {0};
+    open_fixture(&f, 0.0, 0.01, 2); /* a and its copy: sharing a prefix is free, skipping layers is not */
+    double guided = free_share(&f, 60);
+    close_fixture(&f);
+    fixture u = {0};
+    open_fixture(&u, 1.0, 0.01, 2); /* all exploration: GMorph's uniform draw */
+    double uniform = free_share(&u, 60);
+    close_fixture(&u);
+    print_message("free merges drawn: %.0f%% guided, %.0f%% uniform\n", 100 * guided, 100 * uniform);
+    assert_true(guided > 0.95);
+    assert_true(uniform < 0.8);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(prices_merges), cmocka_unit_test(draws_follow_cost)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
