@@ -16,24 +16,6 @@
 static const gm_shape IN = {3, 16, 16};
 enum { NPROBE = 48 };
 
-static void random_model(gm_mfile *m, uint64_t seed)
-{
-    static const int widths[4] = {8, 16, 0, 0};
-    static gm_model model;
-    gm_error err;
-    assert_ok(gm_model_from_name(&model, "vgg11", widths, IN, 4, &err), err);
-    gm_net_desc d = gm_model_desc(&model);
-    gm_backend *be;
-    gm_net *net;
-    assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
-    assert_ok(gm_net_create(&net, be, &d, 2, seed, &err), err);
-    assert_ok(gm_mfile_from_net(m, net, &err), err);
-    m->tasks[0].classes = 4;
-    snprintf(m->tasks[0].name, sizeof m->tasks[0].name, "t%llu", (unsigned long long)seed);
-    for (int c = 0; c < 3; c++) m->std[c] = 1.0f;
-    gm_net_free(net);
-    gm_backend_free(be);
-}
 
 typedef struct {
     gm_mfile m[3]; /* a, a copy of a, another model */
@@ -45,9 +27,9 @@ typedef struct {
 static void open_fixture(fixture *f, double explore, double cost_scale, int nmodels)
 {
     gm_error err;
-    random_model(&f->m[0], 5);
+    gm_test_random_model(&f->m[0], IN, 5);
     assert_ok(gm_mfile_copy(&f->m[1], &f->m[0], &err), err);
-    random_model(&f->m[2], 6);
+    gm_test_random_model(&f->m[2], IN, 6);
     f->mp[0] = &f->m[0];
     f->mp[1] = &f->m[1];
     f->mp[2] = &f->m[2];

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "gm_error.h"
+#include "gm_mfile.h"
 #include "gm_rng.h"
 
 /* The gm_error's message contains text (a message must name what it is about). */
@@ -43,5 +44,12 @@ void gm_check_all_close(const char *what, const float *got, const float *want, s
     gm_check_all_close((what), (got), (want), (n), (atol), (rtol), __FILE__, __LINE__)
 
 void gm_fill_uniform(float *x, size_t n, gm_rng *rng, float lo, float hi);
+
+/*
+ * A single-task VGG-11-style model file (widths 8, 16; 4 classes) on inputs of
+ * shape in, with seeded weights and BatchNorm statistics off their defaults;
+ * task "t<seed>", no normalisation. The caller frees it (gm_mfile_free).
+ */
+void gm_test_random_model(gm_mfile *m, gm_shape in, uint64_t seed);
 
 #endif
