@@ -20,6 +20,9 @@ void gm_search_defaults(gm_search_config *c)
     c->max_elites = 10;
     c->merges = 2;
     c->relaxed_below = 4;
+    c->guided = 1;
+    c->guide_explore = 0.25;
+    c->guide_cost_scale = 0.2;
     c->ft_samples = 5000;
     c->val_samples = 2000;
     c->ft_epochs = 10;
@@ -100,7 +103,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const fit_names[] = {"input", "output", "best", NULL};
     static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", "device", NULL};
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
-    static const char *const mut_keys[] = {"merges", "relaxed_below", NULL};
+    static const char *const mut_keys[] = {"merges", "relaxed_below", "guided", "explore", "cost_scale", NULL};
     static const char *const ft_keys[] = {"samples", "val_samples", "epochs", "check_every", "batch", "lr",
                                                  "bn", "schedule", "features", "scope", NULL};
     static const char *const flt_keys[] = {"dominance", "curve", NULL};
@@ -150,6 +153,9 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = section(root, "mutation", mut_keys, &sec, err);
     if (st == GM_OK) st = get_int(sec, "merges", 1, 100, &c->merges, err);
     if (st == GM_OK) st = get_int(sec, "relaxed_below", 0, 1000000, &c->relaxed_below, err);
+    if (st == GM_OK) st = gm_json_get_bool(sec, "guided", 0, &c->guided, err);
+    if (st == GM_OK) st = gm_json_get_double(sec, "explore", 0, 0.0, 1.0, &c->guide_explore, err);
+    if (st == GM_OK) st = gm_json_get_double(sec, "cost_scale", 0, 1e-6, 1e6, &c->guide_cost_scale, err);
     if (st == GM_OK) st = section(root, "finetune", ft_keys, &sec, err);
     if (st == GM_OK) st = get_long(sec, "samples", 1, 100000000, &c->ft_samples, err);
     if (st == GM_OK) st = get_long(sec, "val_samples", 0, 100000000, &c->val_samples, err);
@@ -242,6 +248,9 @@ char *gm_search_config_to_json(const gm_search_config *c)
     s = obj(r, "mutation");
     cJSON_AddNumberToObject(s, "merges", c->merges);
     cJSON_AddNumberToObject(s, "relaxed_below", c->relaxed_below);
+    cJSON_AddBoolToObject(s, "guided", c->guided);
+    cJSON_AddNumberToObject(s, "explore", c->guide_explore);
+    cJSON_AddNumberToObject(s, "cost_scale", c->guide_cost_scale);
     s = obj(r, "finetune");
     cJSON_AddNumberToObject(s, "samples", (double)c->ft_samples);
     cJSON_AddNumberToObject(s, "val_samples", (double)c->val_samples);

@@ -40,6 +40,10 @@ typedef struct {
     double t0, alpha;
     int max_elites;
     int merges, relaxed_below;
+    /* mutation.guided (coordinator/gm_guide.h): merges drawn toward low stitch residual and high FLOPs saved */
+    int guided;
+    double guide_explore;     /* mutation.explore: the uniform share of each draw */
+    double guide_cost_scale;  /* mutation.cost_scale */
     long ft_samples, val_samples;
     int ft_epochs, check_every, batch;
     double lr;

@@ -10,6 +10,7 @@
 #include "gm_clock.h"
 #include "gm_dataset.h"
 #include "gm_filter.h"
+#include "gm_guide.h"
 #include "gm_fs.h"
 #include "gm_mutate.h"
 #include "gm_rng.h"
@@ -339,7 +340,9 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
         *S->cand = src ? *src->g : *S->orig;
         S->T *= c->alpha;
         gm_error merr;
-        if (gm_mutate_random(S->cand, &S->rng, c->merges, c->relaxed_below, &merr) != GM_OK) continue; /* nothing to merge */
+        gm_status ms = S->o.guide ? gm_guide_mutate(S->o.guide, S->cand, &S->rng, c->merges, c->relaxed_below, &merr)
+                                  : gm_mutate_random(S->cand, &S->rng, c->merges, c->relaxed_below, &merr);
+        if (ms != GM_OK) continue; /* nothing to merge */
         const uint64_t loc = gm_fgraph_location_hash(S->cand), top = gm_fgraph_topology_hash(S->cand);
         const int dup = known(S, loc, top); /* asked before the candidate has a row of its own */
         gm_ckpt_cand *r = new_row(S, err);

@@ -82,6 +82,11 @@ typedef struct {
      * as CPU workers time.
      */
     gm_backend *latency_device;
+    /*
+     * Guided proposals (gm_guide.h; borrowed, must outlive the search): merges
+     * drawn toward low predicted cost and high gain. NULL: GMorph's uniform draw.
+     */
+    const struct gm_guide *guide;
     void (*progress)(void *ctx, const gm_search_event *e); /* hears every finished candidate; may be NULL */
     void *ctx;
 } gm_search_opts;

@@ -13,7 +13,9 @@
 #include <string.h>
 
 #include "gm_cli.h"
+#include "gm_clock.h"
 #include "gm_device.h"
+#include "gm_guide.h"
 #include "gm_sched.h"
 #include "gm_wire.h"
 
@@ -251,6 +253,25 @@ static void print_summary(const gm_search_summary *s, const gm_search_config *cf
 }
 
 /* The rank's device backend: NULL for the CPU (the worker makes its own CPU backends). */
+/* Guided proposals: the cost table, measured on the worker's probe (on the device, or the CPU). */
+static gm_status open_guide(const gm_search_config *cfg, gm_worker *w, gm_backend *dev, gm_guide **guide,
+                            gm_error *err)
+{
+    long n = 0;
+    const float *probe = gm_worker_probe(w, &n);
+    gm_backend *be = dev;
+    gm_status st = GM_OK;
+    const double t0 = gm_now_s();
+    if (!be) st = gm_backend_cpu_create(&be, cfg->threads, err);
+    gm_guide_opts go = {.explore = cfg->guide_explore, .cost_scale = cfg->guide_cost_scale};
+    if (st == GM_OK) st = gm_guide_create(guide, gm_worker_models(w), cfg->nmodels, probe, n, be, &go, err);
+    if (be != dev) gm_backend_free(be);
+    if (st == GM_OK)
+        fprintf(stderr, "gmorph-search: guided proposals: %d merges priced on %ld probe images in %.1f s (median "
+                        "residual %.2f)\n", gm_guide_npairs(*guide), n, gm_now_s() - t0, gm_guide_median(*guide));
+    return st;
+}
+
 static gm_status open_device(const gm_search_config *cfg, int local_rank, gm_backend **be, gm_device_kind *kind,
                              char *desc, size_t desc_size, gm_error *err)
 {
@@ -350,9 +371,12 @@ static int coordinator_main(const gm_search_config *cfg, const args *a, const gm
             cfg->deterministic ? " (deterministic)" : "", cfg->iterations, ngroups ? ngroups : 1,
             ngroups == 1 || !ngroups ? "" : "s", ngroups ? a->group_size : 1L, a->group_size > 1 ? "s" : "",
             cfg->threads, cfg->device, cfg->out, ck ? " (resumed)" : "");
+    gm_guide *guide = NULL;
+    if (cfg->guided && !cfg->gmorph_mode) st = open_guide(cfg, w, dev, &guide, &err);
     gm_search_opts so = {.config = cfg, .models = gm_worker_models(w), .orig_val = gm_worker_data(w)->orig_val,
-                         .base_latency_ms = base, .resume = ck, .latency_device = dev, .progress = a->quiet ? NULL : show};
-    st = gm_search_open(&S, &so, &err);
+                         .base_latency_ms = base, .resume = ck, .latency_device = dev, .guide = guide,
+                         .progress = a->quiet ? NULL : show};
+    if (st == GM_OK) st = gm_search_open(&S, &so, &err);
     int leaders[4096], interrupted = 0, busy = 0;
     for (int g = 0; g < ngroups && g < 4096; g++) leaders[g] = 1 + g * (int)a->group_size;
     gm_sched_opts o = {.local = ngroups ? NULL : w, .comm = MPI_COMM_WORLD, .ngroups = ngroups < 4096 ? ngroups : 4096,
@@ -361,6 +385,7 @@ static int coordinator_main(const gm_search_config *cfg, const args *a, const gm
     gm_search_summary s;
     if (st == GM_OK) st = gm_search_finish(S, interrupted, &s, &err);
     gm_search_free(S);
+    gm_guide_free(guide);
     gm_worker_free(w);
     gm_backend_free(dev);
     if (st == GM_OK) print_summary(&s, cfg);

@@ -36,6 +36,12 @@ const gm_ft_data *gm_worker_data(const gm_worker *w) { return &w->data; }
 
 const gm_mfile *const *gm_worker_models(const gm_worker *w) { return w->mptr; }
 
+const float *gm_worker_probe(const gm_worker *w, long *n)
+{
+    *n = w->nprobe;
+    return w->probe;
+}
+
 void gm_worker_free(gm_worker *w)
 {
     if (!w) return;
@@ -104,7 +110,7 @@ gm_status gm_worker_open(gm_worker **out, const gm_worker_opts *o, gm_error *err
         st = gm_net_create(&w->base[t], w->lat_be, &d, 1, 1, err);
         if (st == GM_OK) st = gm_mfile_to_net(&w->models[t], w->base[t], err);
     }
-    if (st == GM_OK && c->stitch && !c->gmorph_mode) st = make_probe(w, c->stitch_probe, err);
+    if (st == GM_OK && (c->stitch || c->guided) && !c->gmorph_mode) st = make_probe(w, c->stitch_probe, err);
     if (st != GM_OK) {
         gm_worker_free(w);
         return st;
@@ -162,7 +168,8 @@ static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, int *same, 
     if (st == GM_OK) st = gm_fgraph_to_mfile(g, &store, c->seed + (uint64_t)job->id, m, err);
     if (st == GM_OK) unchanged_inputs(g, job, same);
     gm_stitch_opts so = {.ridge = c->stitch_ridge, .cascade = c->stitch_cascade, .fit = (gm_stitch_fit_kind)c->stitch_fit};
-    if (st == GM_OK && w->probe) st = gm_stitch_graph(g, m, &store, w->probe, w->nprobe, w->be, &so, rep, err);
+    if (st == GM_OK && c->stitch && !c->gmorph_mode)
+        st = gm_stitch_graph(g, m, &store, w->probe, w->nprobe, w->be, &so, rep, err);
     else if (st == GM_OK) gm_stitch_plan(g, &store, c->stitch_cascade, rep); /* the seams, for feature matching */
     free(g);
     return st;

@@ -68,6 +68,12 @@ gm_status gm_worker_open(gm_worker **w, const gm_worker_opts *o, gm_error *err);
 gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error *err);
 /* The distillation data: the originals' validation accuracy and the task names. */
 const gm_ft_data *gm_worker_data(const gm_worker *w);
+/*
+ * The stitch probe (*n samples, normalised, spread over every dataset of the
+ * distillation set): made when stitching or guided proposals are on (and not
+ * in GMorph mode); NULL otherwise.
+ */
+const float *gm_worker_probe(const gm_worker *w, long *n);
 /* The original models (n = config->nmodels). */
 const gm_mfile *const *gm_worker_models(const gm_worker *w);
 /* The originals one after the other at batch 1: median ms, as every candidate is timed. */
