@@ -37,6 +37,44 @@ static void node_patterns(const gm_fgraph *g, int nnodes, int ntasks, uint32_t *
     }
 }
 
+/* Edge key: child (model, layer), parent map (model + 1, 0 for the input; layer), through an adapter. */
+static uint32_t edge_key(int cm, int cl, int pm, int pl, int adapter)
+{
+    return ((((uint32_t)cm * 512u + (uint32_t)cl) * 17u + (uint32_t)(pm + 1)) * 512u + (uint32_t)pl) * 2u +
+           (uint32_t)adapter;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The merged edges of g: nodes of an original model that read something else than their original input. */
+static void merge_edges(const gm_fgraph *g, int nnodes, gm_features *f)
+{
+    f->nedges = 0;
+    for (int i = 0; i < nnodes; i++) {
+        const gm_fnode *nd = &g->nodes[i];
+        if (nd->model < 0 || nd->model >= GM_FG_MAX_MODELS || nd->layer < 0 || nd->layer >= 512) continue;
+        int p = nd->parent, adapter = 0;
+        if (p >= 0 && p < nnodes && g->nodes[p].model < 0) { /* through an adapter: what the adapter reads */
+            adapter = 1;
+            p = g->nodes[p].parent;
+        }
+        if (p >= nnodes) continue;
+        const int pm = p < 0 ? -1 : g->nodes[p].model, pl = p < 0 ? 0 : g->nodes[p].layer;
+        if (pm < -1 || pm >= GM_FG_MAX_MODELS || pl < 0 || pl >= 512) continue;
+        if (!adapter && (p < 0 ? nd->layer == 0 : pm == nd->model && pl == nd->layer - 1)) continue; /* original */
+        if (f->nedges < 0 || f->nedges == GM_FILTER_MAX_EDGES) {
+            f->nedges = -1;
+            continue;
+        }
+        f->edge[f->nedges++] = edge_key(nd->model, nd->layer, pm, pl, adapter);
+    }
+    if (f->nedges > 0) qsort(f->edge, (size_t)f->nedges, sizeof f->edge[0], cmp_u32);
+}
+
 void gm_filter_features(const gm_fgraph *g, gm_features *f)
 {
     memset(f, 0, sizeof *f);
@@ -44,6 +82,7 @@ void gm_filter_features(const gm_fgraph *g, gm_features *f)
     int T = g->ntasks < 0 ? 0 : (g->ntasks > GM_FG_MAX_MODELS ? GM_FG_MAX_MODELS : g->ntasks);
     uint32_t mask[GM_FG_MAX_NODES];
     node_patterns(g, nnodes, T, mask);
+    merge_edges(g, nnodes, f);
 
     int subsets = T <= FLT_SUBSET_MAX_TASKS;
     f->n = 1 + T + (subsets ? (1 << T) - 1 : T * (T - 1) / 2);
@@ -65,6 +104,17 @@ void gm_filter_features(const gm_fgraph *g, gm_features *f)
     }
 }
 
+int gm_filter_contains(const gm_features *c, const gm_features *failure)
+{
+    if (c->nedges < 0 || failure->nedges < 0) return 1;
+    int i = 0;
+    for (int k = 0; k < failure->nedges; k++) {
+        while (i < c->nedges && c->edge[i] < failure->edge[k]) i++;
+        if (i == c->nedges || c->edge[i] != failure->edge[k]) return 0;
+    }
+    return 1;
+}
+
 int gm_filter_dominated(const gm_features *c, const gm_features *failure)
 {
     if (c->n != failure->n || c->n < 1 || c->n > GM_FILTER_MAX_FEATURES) return 0;
@@ -82,12 +132,15 @@ void gm_failures_init(gm_failures *s)
     s->n = 0;
     s->cap = 0;
     s->f = NULL;
+    s->structural = 0;
 }
 
 void gm_failures_free(gm_failures *s)
 {
+    const int structural = s->structural;
     free(s->f);
     gm_failures_init(s);
+    s->structural = structural;
 }
 
 int gm_failures_add(gm_failures *s, const gm_features *f)
@@ -107,7 +160,7 @@ int gm_failures_add(gm_failures *s, const gm_features *f)
 int gm_failures_match(const gm_failures *s, const gm_features *c)
 {
     for (int i = 0; i < s->n; i++)
-        if (gm_filter_dominated(c, &s->f[i])) return i;
+        if (gm_filter_dominated(c, &s->f[i]) && (!s->structural || gm_filter_contains(c, &s->f[i]))) return i;
     return -1;
 }
 

@@ -28,9 +28,18 @@
  */
 enum { GM_FILTER_MAX_FEATURES = 1 + GM_FG_MAX_MODELS + GM_FG_MAX_MODELS * (GM_FG_MAX_MODELS - 1) / 2 };
 
+enum { GM_FILTER_MAX_EDGES = 64 };
+
 typedef struct {
     int n;                                   /* number of features used */
     double v[GM_FILTER_MAX_FEATURES];        /* parameter counts */
+    /*
+     * The graph's merges, as edges "block (model, layer) reads map (model,
+     * layer) or the input, through an adapter or not" that the originals do not
+     * have; sorted. -1: more than GM_FILTER_MAX_EDGES (containment unknown).
+     */
+    int nedges;
+    uint32_t edge[GM_FILTER_MAX_EDGES];
 } gm_features;
 
 /*
@@ -52,12 +61,28 @@ void gm_filter_features(const gm_fgraph *g, gm_features *f);
  */
 int gm_filter_dominated(const gm_features *c, const gm_features *failure);
 
-/* A set of known failures (owned; grows as needed). */
+/*
+ * 1 when c makes every merge failure made (its edges include failure's; 1 too
+ * when either edge list overflowed).
+ */
+int gm_filter_contains(const gm_features *c, const gm_features *failure);
+
+/*
+ * A set of known failures (owned; grows as needed). structural = 0 (GMorph's
+ * rule): a failure dominates every candidate at least as aggressive on every
+ * feature. structural = 1: only those that also make every merge the failure
+ * made. A failed merge says that this block cannot read that map after a
+ * stitch; it says little about merges elsewhere that happen to remove as many
+ * parameters, and under GMorph's rule a few failures come to skip most
+ * proposals.
+ */
 typedef struct {
     int n, cap;
     gm_features *f;
+    int structural;
 } gm_failures;
 
+/* An empty set with GMorph's rule (structural 0). */
 void gm_failures_init(gm_failures *s);
 void gm_failures_free(gm_failures *s);
 /* Records a failure; returns -1 when out of memory. */

@@ -255,6 +255,7 @@ gm_status gm_search_open(gm_search **out, const gm_search_opts *o, gm_error *err
     S->last_drop = 1.0;
     gm_rng_seed(&S->rng, c->seed);
     gm_failures_init(&S->failures);
+    S->failures.structural = !c->gmorph_mode; /* a failed merge, not a parameter count, predicts failure */
     S->orig = malloc(sizeof *S->orig);
     S->cand = malloc(sizeof *S->cand);
     S->elites = calloc((size_t)c->max_elites, sizeof *S->elites);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "gm_filter.h"
+#include "gm_mutate.h"
 #include "test_util.h"
 
 /* ---- hand-built graphs (gm_fgraph.c's builders are not used on purpose) ---- */
@@ -472,6 +473,68 @@ static void test_abort_decision(void **state)
     assert_int_equal(gm_curve_should_abort(e, flat, 4, 30, 0.8, 0.0), 0);
 }
 
+/*
+ * The structural rule: a failure dominates a candidate that makes the same
+ * merge and more, not one that makes another merge of the same size; GMorph's
+ * rule dominates both. Merges through adapters and layer skips are edges too.
+ */
+static void test_structural_dominance(void **state)
+{
+    (void)state;
+    const gm_shape in = {3, 16, 16};
+    gm_mfile m[3];
+    const gm_mfile *mp[3] = {&m[0], &m[1], &m[2]};
+    for (int k = 0; k < 3; k++) gm_test_random_model(&m[k], in, 50 + (uint64_t)k);
+    const int nb = m[0].nblocks;
+    gm_fgraph *orig = malloc(sizeof *orig), *fail = malloc(sizeof *fail), *more = malloc(sizeof *more),
+              *other = malloc(sizeof *other);
+    gm_error err;
+    assert_ok(gm_fgraph_from_models(orig, mp, 3, &err), err);
+    gm_features fo, ff, fm, fx;
+    gm_filter_features(orig, &fo);
+    assert_int_equal(fo.nedges, 0);
+    /* failure: task 1 shares task 0's first two blocks */
+    *fail = *orig;
+    assert_ok(gm_mutate_apply(fail, (gm_merge){2, nb + 2, 0}, &err), err);
+    gm_filter_features(fail, &ff);
+    assert_int_equal(ff.nedges, 1);
+    /* more: the same, then task 2 shares them too */
+    *more = *fail;
+    int a = -1, b = -1; /* task 0's block 2 and task 2's block 2 in the renumbered graph */
+    for (int i = 0; i < more->nnodes; i++) {
+        if (more->nodes[i].model == 0 && more->nodes[i].layer == 2) a = i;
+        if (more->nodes[i].model == 2 && more->nodes[i].layer == 2) b = i;
+    }
+    assert_ok(gm_mutate_apply(more, (gm_merge){a, b, 0}, &err), err);
+    gm_filter_features(more, &fm);
+    assert_int_equal(fm.nedges, 2);
+    /* other: task 2 shares task 0's first two blocks instead (as aggressive, elsewhere) */
+    *other = *orig;
+    assert_ok(gm_mutate_apply(other, (gm_merge){2, 2 * nb + 2, 0}, &err), err);
+    gm_filter_features(other, &fx);
+    assert_int_equal(gm_filter_contains(&fm, &ff), 1);
+    assert_int_equal(gm_filter_contains(&fx, &ff), 0);
+    assert_int_equal(gm_filter_contains(&ff, &fm), 0);
+    gm_failures s;
+    gm_failures_init(&s);
+    assert_int_equal(gm_failures_add(&s, &ff), 0);
+    /* GMorph's rule: a candidate with fewer parameters on every feature is skipped, wherever it merges */
+    gm_features bold = fx;
+    for (int i = 0; i < bold.n; i++) bold.v[i] = 0.0;
+    assert_int_equal(gm_failures_match(&s, &bold), 0);
+    s.structural = 1;
+    assert_int_equal(gm_failures_match(&s, &bold), -1);    /* another merge: tried */
+    assert_int_equal(gm_failures_match(&s, &fm) == 0, gm_filter_dominated(&fm, &ff)); /* the same merge: skipped */
+    assert_int_equal(gm_failures_match(&s, &ff), 0);       /* the failure itself */
+    gm_failures_free(&s);
+    assert_int_equal(s.structural, 1);                     /* freeing keeps the rule */
+    free(orig);
+    free(fail);
+    free(more);
+    free(other);
+    for (int k = 0; k < 3; k++) gm_mfile_free(&m[k]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -482,6 +545,7 @@ int main(void)
         cmocka_unit_test(test_features_most_tasks_fit),
         cmocka_unit_test(test_dominance),
         cmocka_unit_test(test_dominance_on_graphs),
+        cmocka_unit_test(test_structural_dominance),
         cmocka_unit_test(test_failures),
         cmocka_unit_test(test_fit_exact),
         cmocka_unit_test(test_fit_noisy),
