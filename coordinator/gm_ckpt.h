@@ -1,5 +1,5 @@
 /*
- * gm_ckpt: the search checkpoint (DESIGN.md section 6), one HDF5 file that
+ * gm_ckpt: the search checkpoint (coordinator/README.md, "Checkpoints"), one HDF5 file that
  * holds everything a killed or pre-empted sweep needs to resume: the config,
  * the search state with its RNG, every candidate proposed so far with its
  * status and metrics, the elites' fine-tuned weights and the best model.

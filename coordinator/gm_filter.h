@@ -1,5 +1,5 @@
 /*
- * gm_filter: GMorph's predictive filter (DESIGN.md section 5.1), done right.
+ * gm_filter: GMorph's predictive filter (coordinator/README.md, "How the search works"), done right.
  *
  * (R) Dominance: a candidate is described by parameter-count features: the total,
  * each task's path (root to head), and each sharing pattern (the parameters of

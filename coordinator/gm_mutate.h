@@ -1,5 +1,5 @@
 /*
- * gm_mutate: GMorph's graph mutations (DESIGN.md section 5.1).
+ * gm_mutate: GMorph's graph mutations (coordinator/README.md, "How the search works").
  *
  * A merge picks two nodes a and b whose inputs have the same shape and
  * re-parents b so that it reads a's input (b.parent = a.parent); the nodes that

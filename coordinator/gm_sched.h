@@ -1,5 +1,5 @@
 /*
- * gm_sched: the coordinator's scheduler (DESIGN.md section 7). It keeps every
+ * gm_sched: the coordinator's scheduler (coordinator/README.md, "Distribution and faults"). It keeps every
  * worker group busy: a job goes to a group as soon as it is free, proposed
  * from the current state (asynchronous steady state), and results are
  * received without blocking on any one group. In deterministic mode it runs

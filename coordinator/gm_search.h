@@ -1,5 +1,5 @@
 /*
- * gm_search: the coordinator's search state (DESIGN.md section 5): it proposes
+ * gm_search: the coordinator's search state (coordinator/README.md, "How the search works"): it proposes
  * candidates (policy, mutations, hashes, the predictive filter), records the
  * results workers report, and saves and restores itself as a checkpoint
  * (gm_ckpt). gm_sched decides when to propose and where jobs run.

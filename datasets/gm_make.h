@@ -1,7 +1,7 @@
 /*
  * gm_make: the shipped dataset makers (Multi-Fashion, Fashion, Sprites) and the
  * converter of a user's own arrays, each writing one gm_dataset file
- * (common/gm_dataset.h; `gmorph data` is their command line).
+ * (common/formats/gm_dataset.h; `gmorph data` is their command line).
  *
  * Reproducible: a maker's file is a pure function of its options and seed, so the
  * same options give a byte-identical file. Each split draws from its own rng

@@ -1,5 +1,5 @@
 /*
- * gm_finetune: what a worker does with a candidate (DESIGN.md section 5.1):
+ * gm_finetune: what a worker does with a candidate (coordinator/README.md, "How the search works"):
  * fine-tune a fused model by distillation from the original models, check its
  * accuracy on validation data, stop as soon as every task is within the
  * threshold, and time its batch-1 inference.

@@ -1,5 +1,5 @@
 /*
- * gm_wire: jobs and results between ranks (DESIGN.md section 7).
+ * gm_wire: jobs and results between ranks (coordinator/README.md, "Distribution and faults").
  *
  * Coordinator -> group leader, tag GM_TAG_JOB: an int header {id, source,
  * enc_len, model bytes}, the graph encoding (int32), then, when the job starts

@@ -1,5 +1,5 @@
 /*
- * gm_worker: the worker side of the search (DESIGN.md section 3). Builds a
+ * gm_worker: the worker side of the search (worker/README.md). Builds a
  * candidate from its encoding and the weight store, fine-tunes it by
  * distillation (alone, or as one rank of a data-parallel group), times it
  * against the original models run one after the other, and reports.

@@ -5,7 +5,7 @@ usage: torch_train_step.py [--arch vgg13] [--widths 16,32,64,64] [--input 1,36,3
                            [--classes 10] [--batch 256] [--tf32 0|1] [--warmup 10]
                            [--steps 50] [--benchmark 0|1] [--spec]
 
-The network is built from the same rules as common/gm_models.c (presets, stage
+The network is built from the same rules as common/engine/gm_models.c (presets, stage
 layout, which convolutions carry a bias, where pooling stops, the hidden linear
 layers with dropout 0.5, ResNet BasicBlocks with 1x1 shortcuts), first as a plain
 layer list (--spec prints it with its parameter count, no torch needed), then as

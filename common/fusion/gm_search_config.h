@@ -66,7 +66,7 @@ typedef struct {
     int gmorph_mode;
     int threads;
     int lat_warmup, lat_runs;
-    /* "run": how the sweep runs (DESIGN.md sections 6 and 7) */
+    /* "run": how the sweep runs (coordinator/README.md) */
     int deterministic;      /* 1: rounds of `round` candidates proposed from the state at the round's start,
                                results applied in id order: the outcome does not depend on timing or on
                                the number of worker groups */

@@ -1,5 +1,5 @@
 /*
- * gm_block: the unit the fusion search moves (DESIGN.md section 4).
+ * gm_block: the unit the fusion search moves (common/README.md, "The model IR").
  *
  * A block is a short, fixed-capacity sequence of ops with local wiring: each op
  * reads the block's input (-1) or the output of an earlier op of the same block,

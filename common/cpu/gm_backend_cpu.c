@@ -156,8 +156,3 @@ gm_status gm_backend_cpu_create(gm_backend **out, int nthreads, gm_error *err)
     *out = be;
     return GM_OK;
 }
-
-void gm_backend_free(gm_backend *be)
-{
-    if (be) be->destroy(be);
-}

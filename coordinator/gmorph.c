@@ -1,6 +1,8 @@
 /*
- * gmorph: the command-line entry point for data, training, evaluation and the
- * task zoo. Each subcommand lives in gm_cmd_<name>.c; see gm_cli.h.
+ * gmorph: the command-line entry point for data, training, evaluation, the
+ * task zoo, ONNX import and export, and reports. Each subcommand lives in
+ * gm_cmd_<name>.c in the folder that owns its domain (gm_cli.h says where);
+ * this table links them all, so it sits in coordinator/, the top folder.
  */
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /*
- * gm_dataset: the HDF5 dataset format (DESIGN.md section 6; datasets/README.md
+ * gm_dataset: the HDF5 dataset format (datasets/README.md
  * shows how to write one from h5py).
  *
  * Layout of a file:

@@ -1,7 +1,8 @@
 /*
  * gm_cli: what every gmorph subcommand shares: strict number parsing with
  * messages that name the option, the exit-code policy, and one entry point per
- * subcommand (each in its own gm_cmd_<name>.c).
+ * subcommand (each in its own gm_cmd_<name>.c, in the folder that owns its
+ * domain; coordinator/gmorph.c dispatches to them).
  *
  * Exit codes: 0 success, 2 bad usage or bad input, 1 runtime failure.
  */
@@ -31,13 +32,13 @@ int gm_cli_exit_code(gm_status st);
 /* Number of online CPU cores (at least 1). */
 int gm_cli_cores(void);
 
-/* Subcommands: argv[0] is the subcommand's name. */
-int gm_cmd_data(int argc, char **argv);
-int gm_cmd_train(int argc, char **argv);
-int gm_cmd_eval(int argc, char **argv);
-int gm_cmd_zoo(int argc, char **argv);
-int gm_cmd_report(int argc, char **argv);
-int gm_cmd_import(int argc, char **argv);
-int gm_cmd_export(int argc, char **argv);
+/* Subcommands: argv[0] is the subcommand's name. Declared here, defined where they belong. */
+int gm_cmd_data(int argc, char **argv);   /* datasets/gm_cmd_data.c */
+int gm_cmd_zoo(int argc, char **argv);    /* datasets/gm_cmd_zoo.c */
+int gm_cmd_train(int argc, char **argv);  /* worker/gm_cmd_train.c */
+int gm_cmd_eval(int argc, char **argv);   /* worker/gm_cmd_eval.c */
+int gm_cmd_import(int argc, char **argv); /* worker/gm_cmd_import.c */
+int gm_cmd_export(int argc, char **argv); /* worker/gm_cmd_export.c */
+int gm_cmd_report(int argc, char **argv); /* coordinator/gm_cmd_report.c */
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * gm_fgraph: the fused multi-task graph the search moves (DESIGN.md section 4).
+ * gm_fgraph: the fused multi-task graph the search moves (common/README.md, "The model IR").
  *
  * A tree of nodes rooted at the input; every leaf is a task head. Each node is a
  * block (a copy of an original model's block, or an adapter the search inserted)

@@ -114,7 +114,7 @@ struct gm_backend {
     void (*destroy)(gm_backend *be); /* frees the backend itself */
 };
 
-/* The CPU backend: OpenBLAS for matrix products, OpenMP over nthreads. */
+/* The CPU backend (common/cpu/, gmorph_cpu): OpenBLAS for matrix products, OpenMP over nthreads. */
 gm_status gm_backend_cpu_create(gm_backend **out, int nthreads, gm_error *err);
 
 /*
