@@ -6,8 +6,11 @@
 #include <string.h>
 
 #include "gm_stitch.h"
+#include "gm_train.h"
 
 enum { CHUNK = 32 };
+/* The probe's activations kept for pricing: 512 MiB at the most (fewer samples for bigger models). */
+#define CACHE_BYTES ((size_t)512 << 20)
 
 struct gm_guide {
     gm_guide_opts o;
@@ -42,15 +45,17 @@ typedef struct {
 
 typedef struct {
     const gm_mfile *const *models;
+    gm_backend *be;
+    long n;                        /* probe samples cached (the probe's first, which spread over its datasets) */
     gm_net *net[GM_FG_MAX_MODELS];
-    float *host[GM_FG_MAX_MODELS]; /* a chunk's activations of every block of model m, in block order */
+    float *host[GM_FG_MAX_MODELS]; /* every probe sample's activations of every block of model m */
     size_t per[GM_FG_MAX_MODELS];  /* floats per sample of model m's blocks */
     size_t *off;                   /* per block: its offset in host[model] (floats per sample) */
     gm_shape *shape;               /* per block: its output shape */
     int *model, *layer;            /* per block: where it is */
 } probe_state;
 
-/* Output shape of map src (0 input, 1 + k block k) and a pointer to it in the chunk (sample s). */
+/* Output shape of map src (0 input, 1 + k block k) and a pointer to it for probe sample s (x: the probe). */
 static const float *map_of(const gm_guide *gd, const probe_state *p, const float *x, int s, int src, gm_shape in,
                            gm_shape *shape)
 {
@@ -100,8 +105,8 @@ static gm_status plan_pairs(gm_guide *gd, probe_state *p, gm_shape in, pair **ou
     return st;
 }
 
-/* Runs every model over one chunk and copies each block's output to the host. */
-static gm_status forward_chunk(gm_guide *gd, probe_state *p, const float *x, int b, gm_error *err)
+/* Runs every model over probe samples [first, first + b) and keeps each block's output on the host. */
+static gm_status forward_chunk(gm_guide *gd, probe_state *p, const float *x, long first, int b, gm_error *err)
 {
     gm_status st = GM_OK;
     for (int m = 0; st == GM_OK && m < gd->nmodels; m++) {
@@ -114,7 +119,7 @@ static gm_status forward_chunk(gm_guide *gd, probe_state *p, const float *x, int
             /* sample-major in the host copy: sample s's blocks one after the other */
             const float *act = gm_net_activation(net, q, -1);
             for (int s = 0; s < b; s++)
-                be->to_host(be, p->host[m] + (size_t)s * p->per[m] + p->off[k], act + (size_t)s * numel,
+                be->to_host(be, p->host[m] + (size_t)(first + s) * p->per[m] + p->off[k], act + (size_t)s * numel,
                             sizeof(float) * numel);
         }
     }
@@ -127,34 +132,137 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static gm_status measure(gm_guide *gd, probe_state *p, const float *probe, long nprobe, gm_shape in, gm_error *err)
+/* Offsets of block l's parameters and buffers in model file m. */
+static void block_offsets(const gm_mfile *m, int l, size_t *par, size_t *buf)
+{
+    *par = *buf = 0;
+    for (int q = 0; q < l; q++) {
+        *par += gm_block_nparams(&m->blocks[q]);
+        for (int k = 0; k < m->blocks[q].nops; k++) *buf += gm_op_nbuffers(&m->blocks[q].ops[k]);
+    }
+}
+
+/*
+ * What a merge does to a task before any fine-tuning: block dst's model from
+ * dst on (a suffix net), with the stitch folded into dst, run on the source
+ * map; the share of probe samples whose top class differs from the model's
+ * own. A block the stitch cannot enter (a max pool) runs on the map as is.
+ */
+typedef struct {
+    gm_net *net;
+    float *par, *buf, *x;      /* the suffix's weights (host), a chunk of source maps */
+    size_t npar, nbuf;
+} suffix;
+
+static gm_status suffix_open(gm_guide *gd, probe_state *p, int dst, suffix *sx, gm_error *err)
+{
+    const gm_mfile *m = p->models[p->model[dst]];
+    const int l = p->layer[dst];
+    size_t po, bo;
+    block_offsets(m, l, &po, &bo);
+    gm_net_desc d = {.input = l == 0 ? m->input : p->shape[dst - 1], .nblocks = m->nblocks - l,
+                     .blocks = m->blocks + l, .parent = NULL};
+    gm_status st = gm_net_create(&sx->net, p->be, &d, CHUNK, 1, err);
+    sx->npar = m->nparams - po;
+    sx->nbuf = m->nbuffers - bo;
+    sx->par = malloc(sizeof(float) * (sx->npar + 1));
+    sx->buf = malloc(sizeof(float) * (sx->nbuf + 1));
+    sx->x = malloc(sizeof(float) * CHUNK * gm_shape_numel(d.input));
+    if (st == GM_OK && (!sx->par || !sx->buf || !sx->x)) st = gm_error_set(err, GM_ENOMEM, "guide: out of memory");
+    (void)gd;
+    return st;
+}
+
+static void suffix_close(suffix *sx)
+{
+    gm_net_free(sx->net);
+    free(sx->par);
+    free(sx->buf);
+    free(sx->x);
+}
+
+static gm_status disagreement(gm_guide *gd, probe_state *p, const float *probe, const pair *pr,
+                              const gm_stitch_fit *fit, suffix *sx, double *out, gm_error *err)
+{
+    const gm_mfile *m = p->models[p->model[pr->dst]];
+    const int l = p->layer[pr->dst];
+    size_t po, bo;
+    block_offsets(m, l, &po, &bo);
+    memcpy(sx->par, m->params + po, sizeof(float) * sx->npar);
+    memcpy(sx->buf, m->buffers + bo, sizeof(float) * sx->nbuf);
+    const gm_shape in = l == 0 ? m->input : p->shape[pr->dst - 1];
+    int dropped;
+    if (gm_stitch_foldable(&m->blocks[l]) != GM_STITCH_NONE && fit->ca == in.c && fit->cb == in.c)
+        (void)gm_stitch_fold(&m->blocks[l], in, sx->par, sx->buf, fit, &dropped, NULL);
+    gm_backend *be = p->be;
+    be->to_device(be, gm_net_params(sx->net), sx->par, sizeof(float) * sx->npar);
+    be->to_device(be, gm_net_buffers(sx->net), sx->buf, sizeof(float) * sx->nbuf);
+    const int head = gd->first[p->model[pr->dst]] + m->nblocks - 1, classes = p->shape[head].c;
+    const size_t numel = gm_shape_numel(in);
+    long differ = 0;
+    gm_status st = GM_OK;
+    float *y = malloc(sizeof(float) * CHUNK * (size_t)classes);
+    if (!y) return gm_error_set(err, GM_ENOMEM, "guide: out of memory");
+    for (long i = 0; st == GM_OK && i < p->n; i += CHUNK) {
+        const int b = (int)(p->n - i < CHUNK ? p->n - i : CHUNK);
+        for (int s = 0; s < b; s++) {
+            gm_shape sa;
+            memcpy(sx->x + (size_t)s * numel, map_of(gd, p, probe, i + s, pr->src, p->models[0]->input, &sa),
+                   sizeof(float) * numel);
+        }
+        st = gm_net_forward(sx->net, sx->x, b, 0, err);
+        if (st != GM_OK) break;
+        be->to_host(be, y, gm_net_output(sx->net, 0), sizeof(float) * (size_t)b * classes);
+        for (int s = 0; s < b; s++) {
+            gm_shape sh;
+            const float *own = map_of(gd, p, probe, i + s, 1 + head, p->models[0]->input, &sh);
+            differ += gm_top1(y + (size_t)s * classes, classes) != gm_top1(own, classes);
+        }
+    }
+    free(y);
+    *out = (double)differ / (double)(p->n ? p->n : 1);
+    return st;
+}
+
+static gm_status measure(gm_guide *gd, probe_state *p, const float *probe, gm_error *err)
 {
     pair *pairs = NULL;
     int np = 0;
+    const gm_shape in = p->models[0]->input;
     gm_status st = plan_pairs(gd, p, in, &pairs, &np, err);
-    const size_t numel = gm_shape_numel(in);
-    for (long i = 0; st == GM_OK && i < nprobe; i += CHUNK) {
-        const int b = (int)(nprobe - i < CHUNK ? nprobe - i : CHUNK);
-        const float *x = probe + (size_t)i * numel;
-        st = forward_chunk(gd, p, x, b, err);
-        for (int k = 0; st == GM_OK && k < np; k++)
-            for (int s = 0; s < b; s++) {
-                gm_shape sa, sb;
-                const float *xa = map_of(gd, p, x, s, pairs[k].src, in, &sa);
-                const float *xb = map_of(gd, p, x, s, training_input(gd, p, pairs[k].dst), in, &sb);
-                gm_stitch_acc_add(pairs[k].acc, xa, xb, 1, (size_t)sa.h * sa.w);
-            }
-    }
+    for (long i = 0; st == GM_OK && i < p->n; i += CHUNK)
+        st = forward_chunk(gd, p, probe + (size_t)i * gm_shape_numel(in), i, (int)(p->n - i < CHUNK ? p->n - i : CHUNK),
+                           err);
+    for (int k = 0; st == GM_OK && k < np; k++)
+        for (long s = 0; s < p->n; s++) {
+            gm_shape sa, sb;
+            const float *xa = map_of(gd, p, probe, s, pairs[k].src, in, &sa);
+            const float *xb = map_of(gd, p, probe, s, training_input(gd, p, pairs[k].dst), in, &sb);
+            gm_stitch_acc_add(pairs[k].acc, xa, xb, 1, (size_t)sa.h * sa.w);
+        }
     const int nb = gd->first[gd->nmodels];
     double *sorted = np ? malloc(sizeof(double) * (size_t)np) : NULL;
-    for (int k = 0; st == GM_OK && k < np; k++) {
+    suffix sx = {0};
+    int open_dst = -1;
+    for (int k = 0; st == GM_OK && k < np; k++) { /* pairs come grouped by dst: one suffix net each */
+        if (pairs[k].dst != open_dst) {
+            suffix_close(&sx);
+            memset(&sx, 0, sizeof sx);
+            open_dst = pairs[k].dst;
+            st = suffix_open(gd, p, open_dst, &sx, err);
+        }
         gm_stitch_fit fit;
-        st = gm_stitch_solve(pairs[k].acc, 1e-4, &fit, err);
+        if (st == GM_OK) st = gm_stitch_solve(pairs[k].acc, 1e-4, &fit, err);
         if (st != GM_OK) break;
-        gd->cost[(size_t)pairs[k].src * nb + pairs[k].dst] = fit.residual;
-        if (sorted) sorted[gd->npairs++] = fit.residual;
+        double d = 0.0;
+        st = disagreement(gd, p, probe, &pairs[k], &fit, &sx, &d, err);
+        /* the residual breaks ties between merges that change no top class on the probe */
+        const double cost = d + 0.01 * fit.residual;
+        gd->cost[(size_t)pairs[k].src * nb + pairs[k].dst] = cost;
+        if (sorted) sorted[gd->npairs++] = cost;
         gm_stitch_fit_free(&fit);
     }
+    suffix_close(&sx);
     if (sorted && gd->npairs) {
         qsort(sorted, (size_t)gd->npairs, sizeof *sorted, cmp_double);
         gd->median = sorted[gd->npairs / 2];
@@ -165,7 +273,7 @@ static gm_status measure(gm_guide *gd, probe_state *p, const float *probe, long 
     return st;
 }
 
-static gm_status probe_open(gm_guide *gd, probe_state *p, gm_backend *be, gm_error *err)
+static gm_status probe_open(gm_guide *gd, probe_state *p, gm_backend *be, long nprobe, gm_error *err)
 {
     const int nb = gd->first[gd->nmodels];
     p->off = calloc((size_t)nb, sizeof *p->off);
@@ -188,7 +296,14 @@ static gm_status probe_open(gm_guide *gd, probe_state *p, gm_backend *be, gm_err
             per += gm_shape_numel(p->shape[k]);
         }
         p->per[m] = per;
-        if (st == GM_OK && !(p->host[m] = malloc(sizeof(float) * per * CHUNK)))
+    }
+    size_t all = 0;
+    for (int m = 0; m < gd->nmodels; m++) all += p->per[m];
+    p->n = nprobe;
+    if (all > 0 && (size_t)p->n * all * sizeof(float) > CACHE_BYTES) p->n = (long)(CACHE_BYTES / (all * sizeof(float)));
+    if (p->n < 1) p->n = 1;
+    for (int m = 0; st == GM_OK && m < gd->nmodels; m++) {
+        if (!(p->host[m] = malloc(sizeof(float) * p->per[m] * (size_t)p->n)))
             st = gm_error_set(err, GM_ENOMEM, "guide: out of memory for the probe's activations");
     }
     return st;
@@ -222,9 +337,16 @@ gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, 
     gd->median = 1.0;
     gm_status st = gd->cost ? GM_OK : gm_error_set(err, GM_ENOMEM, "guide: out of memory");
     for (size_t k = 0; st == GM_OK && k < (size_t)(nb + 1) * nb; k++) gd->cost[k] = NAN;
-    probe_state p = {.models = models};
-    if (st == GM_OK) st = probe_open(gd, &p, be, err);
-    if (st == GM_OK) st = measure(gd, &p, probe, nprobe, models[0]->input, err);
+    probe_state p = {.models = models, .be = be};
+    if (st == GM_OK) st = probe_open(gd, &p, be, nprobe, err);
+    /* fewer samples than the probe: an even stride keeps every dataset of it */
+    const size_t numel = gm_shape_numel(models[0]->input);
+    float *sel = st == GM_OK ? malloc(sizeof(float) * numel * (size_t)p.n) : NULL;
+    if (st == GM_OK && !sel) st = gm_error_set(err, GM_ENOMEM, "guide: out of memory");
+    for (long i = 0; st == GM_OK && i < p.n; i++)
+        memcpy(sel + (size_t)i * numel, probe + (size_t)(i * nprobe / p.n) * numel, sizeof(float) * numel);
+    if (st == GM_OK) st = measure(gd, &p, sel, err);
+    free(sel);
     probe_close(gd, &p);
     if (st != GM_OK) {
         gm_guide_free(gd);

