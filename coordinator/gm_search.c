@@ -42,6 +42,7 @@ struct gm_search {
     gm_mfile best;
     int done;                    /* finished rows */
     FILE *csv, *jsonl;
+    gm_ckpt_summary summary;     /* what the checkpoint keeps for the report; the end fills the rest */
 };
 
 /* ---- small helpers --------------------------------------------------------------- */
@@ -254,6 +255,9 @@ gm_status gm_search_open(gm_search **out, const gm_search_opts *o, gm_error *err
     S->last_drop = 1.0;
     gm_rng_seed(&S->rng, c->seed);
     gm_failures_init(&S->failures);
+    gm_ckpt_summary_unknown(&S->summary); /* a resumed sweep has not ended: the end measures again */
+    S->summary.base_latency_ms = o->base_latency_ms;
+    for (int t = 0; o->orig_val && t < c->nmodels; t++) S->summary.orig_val[t] = o->orig_val[t];
     S->orig = malloc(sizeof *S->orig);
     S->cand = malloc(sizeof *S->cand);
     S->elites = calloc((size_t)c->max_elites, sizeof *S->elites);
@@ -447,7 +451,7 @@ gm_status gm_search_checkpoint(gm_search *S, gm_error *err)
     gm_ckpt ck = {.config = gm_search_config_to_json(c), .ntasks = c->nmodels, .iteration = S->iteration,
                   .next_id = S->nrows, .temperature = S->T, .last_drop = S->last_drop,
                   .elapsed_s = gm_search_elapsed(S), .ncand = S->nrows, .cand = S->rows, .nelites = S->nelites,
-                  .best_id = S->best_id};
+                  .best_id = S->best_id, .summary = S->summary};
     for (int t = 0; t < c->nmodels; t++) snprintf(ck.tasks[t], sizeof ck.tasks[t], "%s", S->o.models[t]->tasks[0].name);
     memcpy(ck.rng, S->rng.s, sizeof ck.rng);
     ck.elite_id = malloc(sizeof(int) * (size_t)(S->nelites + 1));
@@ -564,6 +568,20 @@ static gm_status final_choice(gm_search *S, gm_backend *be, gm_search_summary *s
     return st;
 }
 
+/* The end's numbers into what the final checkpoint keeps, so a report needs nothing else. */
+static void keep_summary(gm_search *S, const gm_search_summary *s)
+{
+    gm_ckpt_summary *k = &S->summary;
+    k->ended = 1;
+    k->final_latency_ms = s->best_latency_ms;
+    k->final_base_latency_ms = s->best_base_ms;
+    k->final_speedup = s->speedup;
+    for (int t = 0; t < s->ntasks; t++) {
+        k->orig_test[t] = s->orig_test[t];
+        k->best_test[t] = s->best_test[t];
+    }
+}
+
 static gm_status write_summary(gm_search *S, const gm_search_summary *s, gm_error *err)
 {
     const gm_search_config *c = S->c;
@@ -640,6 +658,7 @@ gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, 
     }
     gm_backend_free(be);
     s->wall_s = gm_search_elapsed(S);
+    if (st == GM_OK) keep_summary(S, s);
     if (st == GM_OK) st = write_summary(S, s, err);
     if (st == GM_OK) st = gm_search_checkpoint(S, err); /* with the final choice of best */
     return st;
