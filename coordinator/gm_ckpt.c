@@ -14,7 +14,7 @@
 #include "gm_h5.h"
 
 static const char FORMAT_NAME[] = "gmorph-search";
-enum { CKPT_VERSION = 1 };
+enum { CKPT_VERSION = GM_CKPT_VERSION, CKPT_OLDEST = 1 };
 
 /*
  * Bounds a file's numbers must respect before anything is sized from them (a
@@ -34,6 +34,13 @@ static const char STATUS_LIST[] = "pending,passed,failed,aborted,filtered,duplic
 const char *gm_cand_status_name(gm_cand_status s)
 {
     return (int)s >= 0 && (int)s < GM_CAND_NSTATUS ? STATUS_NAMES[s] : "?";
+}
+
+void gm_ckpt_summary_unknown(gm_ckpt_summary *s)
+{
+    memset(s, 0, sizeof *s);
+    s->base_latency_ms = s->final_latency_ms = s->final_base_latency_ms = s->final_speedup = NAN;
+    for (int t = 0; t < GM_MF_MAX_TASKS; t++) s->orig_val[t] = s->orig_test[t] = s->best_test[t] = NAN;
 }
 
 void gm_ckpt_free(gm_ckpt *c)
@@ -142,6 +149,8 @@ static gm_status check(const gm_ckpt *c, gm_status code, const char *file, gm_er
     }
     if (c->best_id != -1 && !passed_row(c, c->best_id))
         return fail(err, code, file, "best_id %d is neither -1 nor a passed candidate", c->best_id);
+    if (c->summary.ended != 0 && c->summary.ended != 1)
+        return fail(err, code, file, "ended is %d, neither 0 nor 1", c->summary.ended);
     return GM_OK;
 }
 
@@ -198,9 +207,23 @@ static gm_status stamp(const char *file, gm_error *err)
     return st;
 }
 
-/* "gmorph-search VERSION\nbytes N\nfnv1a64 HASH\n": *bytes = N, *sum = HASH. */
-static gm_status parse_header(const char *block, size_t got, long long *bytes, unsigned long long *sum,
-                              const char *file, gm_error *err)
+/* A version this build reads, or an error that says which it reads. */
+static gm_status check_version(long long v, const char *file, gm_error *err)
+{
+    if (v > CKPT_VERSION)
+        return fail(err, GM_EFORMAT, file,
+                    "written by a newer gmorph (search checkpoint version %lld; this build reads versions %d to %d)",
+                    v, CKPT_OLDEST, CKPT_VERSION);
+    if (v < CKPT_OLDEST)
+        return fail(err, GM_EFORMAT, file,
+                    "search checkpoint version %lld is not supported (this build reads versions %d to %d)", v,
+                    CKPT_OLDEST, CKPT_VERSION);
+    return GM_OK;
+}
+
+/* "gmorph-search VERSION\nbytes N\nfnv1a64 HASH\n": *version, *bytes = N, *sum = HASH. */
+static gm_status parse_header(const char *block, size_t got, int *version_out, long long *bytes,
+                              unsigned long long *sum, const char *file, gm_error *err)
 {
     const size_t nf = strlen(FORMAT_NAME);
     int version = 0, end = -1;
@@ -208,14 +231,9 @@ static gm_status parse_header(const char *block, size_t got, long long *bytes, u
         return fail(err, GM_EFORMAT, file, "not a gmorph search checkpoint (no \"%s\" header block)", FORMAT_NAME);
     if (sscanf(block + nf, " %d", &version) != 1)
         return fail(err, GM_EFORMAT, file, "the header block is damaged (no version)");
-    if (version > CKPT_VERSION)
-        return fail(err, GM_EFORMAT, file,
-                    "written by a newer gmorph (search checkpoint version %d; this build reads version %d)", version,
-                    CKPT_VERSION);
-    if (version != CKPT_VERSION)
-        return fail(err, GM_EFORMAT, file,
-                    "search checkpoint version %d is not supported (this build reads version %d)", version,
-                    CKPT_VERSION);
+    gm_status st = check_version(version, file, err);
+    if (st != GM_OK) return st;
+    *version_out = version;
     if (sscanf(block + nf, " %d\nbytes %lld\nfnv1a64 %16llx\n%n", &version, bytes, sum, &end) != 3 || end < 0)
         return fail(err, GM_EFORMAT, file, "the header block is damaged (no size or checksum)");
     /* the padding too: every byte of the file is checked */
@@ -224,8 +242,8 @@ static gm_status parse_header(const char *block, size_t got, long long *bytes, u
     return GM_OK;
 }
 
-/* The header block and the bytes it describes, before HDF5 sees the file. */
-static gm_status verify(const char *file, gm_error *err)
+/* The header block and the bytes it describes, before HDF5 sees the file; *version is the block's. */
+static gm_status verify(const char *file, int *version, gm_error *err)
 {
     FILE *f = fopen(file, "rb");
     if (!f) return fail(err, GM_EIO, file, "%s", errno == ENOENT ? "no such file" : strerror(errno));
@@ -235,7 +253,7 @@ static gm_status verify(const char *file, gm_error *err)
     long long bytes = 0, size = 0;
     unsigned long long want = 0;
     uint64_t h = 0;
-    gm_status st = parse_header(block, got, &bytes, &want, file, err);
+    gm_status st = parse_header(block, got, version, &bytes, &want, file, err);
     if (st == GM_OK) st = hash_body(f, &h, &size, file, err);
     fclose(f);
     if (st != GM_OK) return st;
@@ -395,6 +413,20 @@ static gm_status write_models(hid_t f, const gm_ckpt *c, const char *file, gm_er
     return st;
 }
 
+/* Version 2's root attributes for the report (gm_ckpt_summary), named as in gm_ckpt.h. */
+static gm_status write_summary(hid_t f, const gm_ckpt_summary *s, int ntasks, gm_error *e)
+{
+    gm_status st = gm_h5_attr_write_floats(f, "orig_val", s->orig_val, ntasks, e);
+    if (st == GM_OK) st = gm_h5_attr_write_float(f, "base_latency_ms", s->base_latency_ms, e);
+    if (st == GM_OK) st = gm_h5_attr_write_int(f, "ended", s->ended, e);
+    if (st == GM_OK) st = gm_h5_attr_write_float(f, "final_latency_ms", s->final_latency_ms, e);
+    if (st == GM_OK) st = gm_h5_attr_write_float(f, "final_base_latency_ms", s->final_base_latency_ms, e);
+    if (st == GM_OK) st = gm_h5_attr_write_float(f, "final_speedup", s->final_speedup, e);
+    if (st == GM_OK) st = gm_h5_attr_write_floats(f, "orig_test", s->orig_test, ntasks, e);
+    if (st == GM_OK) st = gm_h5_attr_write_floats(f, "best_test", s->best_test, ntasks, e);
+    return st;
+}
+
 static gm_status write_root(hid_t f, const gm_ckpt *c, const char *file, gm_error *err)
 {
     char tasks[GM_MF_MAX_TASKS * 64 + 1] = "";
@@ -419,6 +451,7 @@ static gm_status write_root(hid_t f, const gm_ckpt *c, const char *file, gm_erro
     if (st == GM_OK) st = gm_h5_attr_write_ints(f, "rng", rng, 4, &e);
     if (st == GM_OK) st = gm_h5_attr_write_int(f, "best_id", c->best_id, &e);
     if (st == GM_OK) st = gm_h5_attr_write_ints(f, "elite_ids", elites, c->nelites, &e);
+    if (st == GM_OK) st = write_summary(f, &c->summary, c->ntasks, &e);
     free(elites);
     return st == GM_OK ? GM_OK : wrap(err, &e, file, "");
 }
@@ -459,8 +492,11 @@ static gm_status read_int(hid_t obj, const char *name, long long lo, long long h
     return GM_OK;
 }
 
-/* format and version first: a foreign or newer file gets a message saying so, not a list of what it lacks. */
-static gm_status read_identity(hid_t f, const char *file, gm_error *err)
+/*
+ * format and version first: a foreign or newer file gets a message saying so,
+ * not a list of what it lacks. The attribute must repeat the header block's version.
+ */
+static gm_status read_identity(hid_t f, int header_version, const char *file, gm_error *err)
 {
     char fmt[64];
     gm_error e;
@@ -471,14 +507,11 @@ static gm_status read_identity(hid_t f, const char *file, gm_error *err)
                     FORMAT_NAME);
     long long v;
     if (gm_h5_attr_read_int(f, "version", &v, &e) != GM_OK) return wrap(err, &e, file, "");
-    if (v > CKPT_VERSION)
-        return fail(err, GM_EFORMAT, file,
-                    "written by a newer gmorph (search checkpoint version %lld; this build reads version %d)", v,
-                    CKPT_VERSION);
-    if (v != CKPT_VERSION)
-        return fail(err, GM_EFORMAT, file,
-                    "search checkpoint version %lld is not supported (this build reads version %d)", v, CKPT_VERSION);
-    return GM_OK;
+    gm_status st = check_version(v, file, err);
+    if (st == GM_OK && v != header_version)
+        st = fail(err, GM_EFORMAT, file, "its header block says version %d, its \"version\" attribute %lld",
+                  header_version, v);
+    return st;
 }
 
 static gm_status read_task_names(hid_t f, gm_ckpt *c, const char *file, gm_error *err)
@@ -501,6 +534,27 @@ static gm_status read_task_names(hid_t f, gm_ckpt *c, const char *file, gm_error
         p = end + 1;
     }
     return GM_OK;
+}
+
+/* Version 2's summary attributes; a version-1 file has none, and its summary stays unknown. */
+static gm_status read_summary(hid_t f, gm_ckpt *c, const char *file, gm_error *err)
+{
+    gm_ckpt_summary *s = &c->summary;
+    gm_ckpt_summary_unknown(s);
+    if (c->version < 2) return GM_OK;
+    gm_error e;
+    long long ended;
+    gm_status st = read_int(f, "ended", 0, 1, &ended, file, err);
+    if (st != GM_OK) return st;
+    s->ended = (int)ended;
+    st = gm_h5_attr_read_floats(f, "orig_val", s->orig_val, c->ntasks, &e);
+    if (st == GM_OK) st = gm_h5_attr_read_float(f, "base_latency_ms", &s->base_latency_ms, &e);
+    if (st == GM_OK) st = gm_h5_attr_read_float(f, "final_latency_ms", &s->final_latency_ms, &e);
+    if (st == GM_OK) st = gm_h5_attr_read_float(f, "final_base_latency_ms", &s->final_base_latency_ms, &e);
+    if (st == GM_OK) st = gm_h5_attr_read_float(f, "final_speedup", &s->final_speedup, &e);
+    if (st == GM_OK) st = gm_h5_attr_read_floats(f, "orig_test", s->orig_test, c->ntasks, &e);
+    if (st == GM_OK) st = gm_h5_attr_read_floats(f, "best_test", s->best_test, c->ntasks, &e);
+    return st == GM_OK ? GM_OK : wrap(err, &e, file, "");
 }
 
 static gm_status read_root(hid_t f, gm_ckpt *c, const char *file, gm_error *err)
@@ -539,7 +593,7 @@ static gm_status read_root(hid_t f, gm_ckpt *c, const char *file, gm_error *err)
     }
     if (st == GM_OK) c->nelites = (int)n;
     free(ids);
-    return st;
+    return st == GM_OK ? read_summary(f, c, file, err) : st;
 }
 
 /* Offsets 0 = o[0] <= o[1] <= ... <= o[n] = total, each step at most MAX_ENC. */
@@ -682,11 +736,11 @@ gm_status gm_ckpt_load(const char *path, gm_ckpt *c, gm_error *err)
 {
     memset(c, 0, sizeof *c);
     c->best_id = -1;
-    gm_status st = verify(path, err);
+    gm_status st = verify(path, &c->version, err);
     if (st != GM_OK) return st;
     hid_t f;
     if ((st = gm_h5_open(&f, path, 0, err)) != GM_OK) return st;
-    st = read_identity(f, path, err);
+    st = read_identity(f, c->version, path, err);
     if (st == GM_OK) st = read_root(f, c, path, err);
     if (st == GM_OK) st = read_candidates(f, c, path, err);
     if (st == GM_OK) st = read_models(f, c, path, err);

@@ -4,10 +4,10 @@
  * the search state with its RNG, every candidate proposed so far with its
  * status and metrics, the elites' fine-tuned weights and the best model.
  *
- * Layout (format "gmorph-search", version 1; readable with h5py and h5dump):
+ * Layout (format "gmorph-search", version 2; readable with h5py and h5dump):
  *   header block      the file's first 512 bytes, an HDF5 user block that
  *                     h5py and h5dump skip: three lines of text, NUL-padded,
- *                     "gmorph-search 1", "bytes N" (the file's size) and
+ *                     "gmorph-search 2", "bytes N" (the file's size) and
  *                     "fnv1a64 H" (16 hex digits: the FNV-1a 64 hash of bytes
  *                     512..N-1). Loading checks it before HDF5 reads anything:
  *                     a truncated or damaged file is an error, never a crash
@@ -16,7 +16,11 @@
  *                     60000 bytes), tasks (comma-separated names), iteration,
  *                     next_id, temperature, last_drop, elapsed_s, rng (4 x
  *                     uint64 as int64), best_id, elite_ids (oldest first; may
- *                     be empty)
+ *                     be empty); since version 2 also what a report needs
+ *                     (gm_ckpt_summary): orig_val (float64[tasks]),
+ *                     base_latency_ms, ended (int 0/1), final_latency_ms,
+ *                     final_base_latency_ms, final_speedup, orig_test and
+ *                     best_test (float64[tasks]); NaN where unknown
  *   /candidates/      one dataset per column, one row per candidate, id order:
  *                     id, iteration, source, status (int; attr "names" lists
  *                     them, comma-separated, in value order), worker, nodes,
@@ -33,6 +37,10 @@
  * existing PATH becomes PATH.prev; then PATH.tmp is renamed to PATH. A crash
  * at any moment leaves PATH or PATH.prev whole.
  *
+ * Version 1 files (without the summary attributes) still load: their
+ * summary is unknown (NaN, ended 0) and c->version says 1. A file always
+ * saves as the current version.
+ *
  * Save and load check the same rules, so every file written loads back: ids
  * are row numbers, next_id >= ncand, statuses in range, source -1 or a row,
  * worker >= -1, every elite id a distinct passed row, best_id -1 or a passed
@@ -45,6 +53,8 @@
 
 #include "gm_error.h"
 #include "gm_mfile.h"
+
+enum { GM_CKPT_VERSION = 2 }; /* what gm_ckpt_save writes; gm_ckpt_load reads 1 and 2 */
 
 typedef enum {
     GM_CAND_PENDING,   /* dispatched, no result yet: goes back to the queue on resume */
@@ -75,7 +85,26 @@ typedef struct {
     int32_t *enc;             /* owned by the row (malloc) */
 } gm_ckpt_cand;
 
+/*
+ * What the sweep measured beyond the candidates, for its report (version 2):
+ * the originals' accuracies and the end's re-timing of the best. NAN where
+ * unknown (a version-1 file; before the end, everything after `ended`).
+ */
 typedef struct {
+    double orig_val[GM_MF_MAX_TASKS];  /* the originals' validation accuracy, per task */
+    double base_latency_ms;            /* the originals one after the other, timed when the sweep began */
+    int ended;                         /* 1: the sweep ended, chose best_id, and filled what follows */
+    double final_latency_ms, final_base_latency_ms, final_speedup; /* the best timed again at the end,
+                                                                      alternately with the originals */
+    double orig_test[GM_MF_MAX_TASKS]; /* the originals' test accuracy, per task */
+    double best_test[GM_MF_MAX_TASKS]; /* the best's (NAN when none passed) */
+} gm_ckpt_summary;
+
+/* A summary with everything unknown (what a version-1 file holds). */
+void gm_ckpt_summary_unknown(gm_ckpt_summary *s);
+
+typedef struct {
+    int version;              /* gm_ckpt_load: the file's version (1 or 2); saving ignores it */
     char *config;             /* JSON text, owned (malloc); NULL saves as "" */
     int ntasks;
     char tasks[GM_MF_MAX_TASKS][64];
@@ -93,14 +122,16 @@ typedef struct {
     gm_mfile *elite_w;        /* owned, nelites */
     int best_id;              /* -1: none yet */
     gm_mfile best;            /* owned; empty while best_id is -1 */
+    gm_ckpt_summary summary;  /* per task for the first ntasks */
 } gm_ckpt;
 
 /* Writes c to path atomically (see above); c breaking a rule is GM_EINVAL and writes nothing. */
 gm_status gm_ckpt_save(const char *path, const gm_ckpt *c, gm_error *err);
 /*
  * Reads a checkpoint into c (zeroed first; gm_ckpt_free releases it). A file
- * that is not a gmorph search checkpoint, has another version (a newer one is
- * named as such), is truncated or damaged (header block), whose columns
+ * that is not a gmorph search checkpoint, has a version this build does not
+ * read (a newer one is named as such), or whose header block and "version"
+ * attribute disagree, is truncated or damaged (header block), whose columns
  * disagree in length, or that breaks a rule above is an error naming the path
  * and what is wrong; c is then left empty (nothing to free, best_id -1).
  */

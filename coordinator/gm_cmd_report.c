@@ -1,7 +1,7 @@
 /*
  * gmorph report: a search's run folder as a page to read. From the checkpoint
- * (search.h5), the original models named in its config and summary.md when it
- * is there, it writes RUN/report.html (self-contained: inline CSS and SVG, no
+ * (search.h5) alone, and the original models named in its config for the
+ * drawing, it writes RUN/report.html (self-contained: inline CSS and SVG, no
  * script, nothing fetched) and RUN/report.md with the same tables beside
  * RUN/report-*.svg:
  *   the search's settings and candidates by status; accuracy per task before
@@ -34,15 +34,6 @@
 
 enum { PATH_CAP = 4096, NOTE_CAP = 1536 }; /* notes quote paths up to 1024 bytes */
 
-/* summary.md's accuracies, used only when it names the checkpoint's best. */
-typedef struct {
-    int have;
-    double orig_val[GM_MF_MAX_TASKS], orig_test[GM_MF_MAX_TASKS], fused_test[GM_MF_MAX_TASKS];
-    /* the end of the sweep timed the best again, alternately with the originals: NAN if not */
-    double end_ms, end_base_ms, end_speedup;
-    char note[NOTE_CAP];  /* where the original accuracies come from, or why they are unknown */
-} summary_md;
-
 enum { FIG_PROGRESS, FIG_PARETO, FIG_GRAPH, NFIGS };
 
 typedef struct {
@@ -63,7 +54,7 @@ typedef struct {
     char graph_note[NOTE_CAP];          /* why the best's graph is not drawn */
     double orig_mflops;                 /* the originals' graph; NAN without models */
     long long orig_params;
-    summary_md sum;
+    char acc_note[NOTE_CAP];            /* where the accuracies come from, or why some are unknown */
     int count[GM_CAND_NSTATUS];
     long epochs;
     figure fig[NFIGS];
@@ -159,70 +150,22 @@ static gm_status load_models(report *R, gm_error *err)
     return GM_OK;
 }
 
-/* Splits a Markdown table row into at most n trimmed cells; returns the count. */
-static int md_cells(char *line, char **cell, int n)
+/* Says where the accuracy table's numbers come from, and why some are unknown. */
+static void accuracy_note(report *R)
 {
-    int k = 0;
-    char *p = strchr(line, '|');
-    while (p && k < n) {
-        char *q = strchr(p + 1, '|');
-        if (!q) break;
-        *q = '\0';
-        char *s = p + 1, *e = q;
-        while (*s == ' ') s++;
-        while (e > s && e[-1] == ' ') *--e = '\0';
-        cell[k++] = s;
-        p = q;
-    }
-    return k;
-}
-
-/* summary.md's "(candidate N)" and its per-task table, if it is about the checkpoint's best. */
-static void read_summary(report *R)
-{
-    summary_md *S = &R->sum;
-    char path[PATH_CAP + 16], line[2048];
-    snprintf(path, sizeof path, "%s/summary.md", R->run);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(S->note, sizeof S->note, "No summary.md in %.1024s (the sweep has not finished): the originals' "
-                 "accuracies are unknown, as the checkpoint does not keep them.", R->run);
-        return;
-    }
-    int best = -2, rows = 0, in_table = 0;
-    for (int t = 0; t < GM_MF_MAX_TASKS; t++) S->orig_val[t] = S->orig_test[t] = S->fused_test[t] = NAN;
-    double end[3] = {NAN, NAN, NAN};
-    while (fgets(line, sizeof line, f)) {
-        const char *c = strstr(line, "(candidate ");
-        if (c && best == -2) best = atoi(c + 11);
-        /* "timed again at the end, ... (the best and the elites, the fastest kept): F ms against B ms, **Rx**" */
-        const char *e = strstr(line, "timed again at the end");
-        if (e && (e = strstr(e, "): ")) && sscanf(e + 3, "%lf ms against %lf ms, **%lfx**", &end[0], &end[1], &end[2]) != 3)
-            end[0] = end[1] = end[2] = NAN;
-        char *cell[8];
-        int n = md_cells(line, cell, 8);
-        if (n == 6 && strstr(cell[1], "original val")) in_table = 1;
-        if (!in_table || n != 6) continue;
-        for (int t = 0; t < R->ck.ntasks; t++) {
-            if (strcmp(cell[0], R->ck.tasks[t])) continue;
-            S->orig_val[t] = strtod(cell[1], NULL) / 100;
-            S->orig_test[t] = strtod(cell[3], NULL) / 100;
-            S->fused_test[t] = strtod(cell[4], NULL) / 100;
-            rows++;
-        }
-    }
-    fclose(f);
-    if (best != R->ck.best_id || rows != R->ck.ntasks)
-        snprintf(S->note, sizeof S->note, "%.1024s is not about this checkpoint (it names candidate %d, the checkpoint's "
-                 "best is %d): the originals' accuracies are unknown.", path, best, R->ck.best_id);
-    else {
-        S->have = 1;
-        S->end_ms = end[0];
-        S->end_base_ms = end[1];
-        S->end_speedup = end[2];
-        snprintf(S->note, sizeof S->note, "Original and test accuracies from %.1024s; fused validation accuracy from "
-                 "the checkpoint (the best candidate's row).", path);
-    }
+    const gm_ckpt_summary *k = &R->ck.summary;
+    if (R->ck.version < 2)
+        snprintf(R->acc_note, sizeof R->acc_note, "This checkpoint is version %d (from an older gmorph), which kept "
+                 "neither the originals' accuracies nor the end's re-timing: they are unknown here. Fused "
+                 "validation accuracy from the checkpoint (the best candidate's row).", R->ck.version);
+    else if (!k->ended)
+        snprintf(R->acc_note, sizeof R->acc_note, "The sweep has not ended: test accuracies and the end's re-timing "
+                 "are unknown until it does. Validation accuracies from the checkpoint (the originals' when the "
+                 "sweep began, the best candidate's row).");
+    else
+        snprintf(R->acc_note, sizeof R->acc_note, "From the checkpoint: validation accuracy of the originals when "
+                 "the sweep began and of the best candidate when it was fine-tuned; test accuracy of both scored "
+                 "when the sweep ended.");
 }
 
 static gm_status load_inputs(report *R, const char *arg, gm_error *err)
@@ -239,7 +182,7 @@ static gm_status load_inputs(report *R, const char *arg, gm_error *err)
         R->count[R->ck.cand[i].status]++;
         R->epochs += R->ck.cand[i].epochs;
     }
-    read_summary(R);
+    accuracy_note(R);
     return load_models(R, err);
 }
 
@@ -778,9 +721,9 @@ static void sec_search(report *R, doc *d, table *t)
     cellf(t, r, 0, "wall time");
     cellf(t, r++, 1, "%s", s);
     cellf(t, r, 0, "best");
-    if (R->ck.best_id >= 0 && R->sum.have && isfinite(R->sum.end_speedup))
+    if (R->ck.best_id >= 0 && isfinite(R->ck.summary.final_speedup))
         cellf(t, r++, 1, "candidate %d, speed-up %.2fx timed again at the end (%.2fx when the search timed it)",
-              R->ck.best_id, R->sum.end_speedup, R->ck.cand[R->ck.best_id].speedup);
+              R->ck.best_id, R->ck.summary.final_speedup, R->ck.cand[R->ck.best_id].speedup);
     else if (R->ck.best_id >= 0)
         cellf(t, r++, 1, "candidate %d, speed-up %.2fx", R->ck.best_id, R->ck.cand[R->ck.best_id].speedup);
     else cellf(t, r++, 1, "none passed");
@@ -810,12 +753,12 @@ static void sec_search(report *R, doc *d, table *t)
 
 static void sec_accuracy(report *R, doc *d, table *t)
 {
-    const summary_md *S = &R->sum;
+    const gm_ckpt_summary *S = &R->ck.summary;
     const gm_ckpt_cand *b = R->ck.best_id >= 0 ? &R->ck.cand[R->ck.best_id] : NULL;
     static const char *const head[] = {"task", "original val %", "fused val %", "val drop (points)",
                                        "original test %", "fused test %", "test drop (points)"};
     doc_heading(d, 2, "Accuracy per task");
-    doc_para(d, "%s%s", S->note, b ? "" : " No candidate passed: there is no fused model yet.");
+    doc_para(d, "%s%s", R->acc_note, b ? "" : " No candidate passed: there is no fused model yet.");
     memset(t, 0, sizeof *t);
     for (int c = 0; c < 7; c++) {
         cellf(t, -1, c, "%s", head[c]);
@@ -823,8 +766,8 @@ static void sec_accuracy(report *R, doc *d, table *t)
     }
     for (int k = 0; k < R->ck.ntasks; k++) {
         char s[6][32];
-        double ov = S->have ? S->orig_val[k] : NAN, fv = b ? b->val[k] : NAN;
-        double ot = S->have ? S->orig_test[k] : NAN, ft = S->have ? S->fused_test[k] : NAN;
+        double ov = S->orig_val[k], fv = b ? b->val[k] : NAN;
+        double ot = S->orig_test[k], ft = b ? S->best_test[k] : NAN;
         cellf(t, k, 0, "%s", R->ck.tasks[k]);
         cellf(t, k, 1, "%s", num(s[0], 32, 100 * ov, 2, ""));
         cellf(t, k, 2, "%s", num(s[1], 32, 100 * fv, 2, ""));
@@ -865,14 +808,15 @@ static void sec_latency(report *R, doc *d, table *t)
     cellf(t, 2, 1, "%s", num(s[6], 32, b ? b->speedup : NAN, 2, "x"));
     cellf(t, 2, 2, "%s", num(s[7], 32, R->orig_mflops / fm, 2, "x"));
     cellf(t, 2, 3, "%s", num(s[0], 32, op / fp, 2, "x"));
-    if (b && R->sum.have && isfinite(R->sum.end_speedup)) {
+    const gm_ckpt_summary *k = &R->ck.summary;
+    if (b && isfinite(k->final_speedup)) {
         /* The search's own timing of the best is the max of noisy ratios; the end's is not. */
         cellf(t, 3, 0, "timed again at the end: originals");
-        cellf(t, 3, 1, "%s", num(s[1], 32, R->sum.end_base_ms, 3, ""));
+        cellf(t, 3, 1, "%s", num(s[1], 32, k->final_base_latency_ms, 3, ""));
         cellf(t, 4, 0, "timed again at the end: best fused");
-        cellf(t, 4, 1, "%s", num(s[2], 32, R->sum.end_ms, 3, ""));
+        cellf(t, 4, 1, "%s", num(s[2], 32, k->final_latency_ms, 3, ""));
         cellf(t, 5, 0, "ratio at the end (originals / fused)");
-        cellf(t, 5, 1, "%s", num(s[3], 32, R->sum.end_speedup, 2, "x"));
+        cellf(t, 5, 1, "%s", num(s[3], 32, k->final_speedup, 2, "x"));
     }
     doc_table(d, t);
 }

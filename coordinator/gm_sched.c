@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "gm_clock.h"
+#include "gm_mpi.h"
 #include "gm_wire.h"
 
 typedef struct {
@@ -88,8 +89,9 @@ static gm_status poll_result(sched *X, int *g, gm_result *r, char *error, size_t
     }
     int flag = 0;
     MPI_Status ms;
-    MPI_Iprobe(MPI_ANY_SOURCE, GM_TAG_RESULT, X->o->comm, &flag, &ms);
-    if (!flag) return GM_OK;
+    gm_status st = gm_mpi_check(MPI_Iprobe(MPI_ANY_SOURCE, GM_TAG_RESULT, X->o->comm, &flag, &ms),
+                                "looking for a result", err);
+    if (st != GM_OK || !flag) return st;
     for (int k = 0; k < X->nslots; k++)
         if (X->o->leaders[k] == ms.MPI_SOURCE) *g = k;
     if (*g < 0) return gm_error_set(err, GM_EIO, "a result from rank %d, which leads no worker group", ms.MPI_SOURCE);

@@ -1,60 +1,23 @@
 #define _POSIX_C_SOURCE 200809L
+/*
+ * The search's state and policy: proposing (the annealing, mutations, hashes,
+ * the dominance filter), recording what workers report (best, elites,
+ * failures), restoring and saving the checkpoint. The end of a sweep is
+ * gm_search_final.c; the files for people are gm_results.
+ */
 #include "gm_search.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gm_clock.h"
-#include "gm_dataset.h"
-#include "gm_filter.h"
 #include "gm_guide.h"
-#include "gm_fs.h"
 #include "gm_mutate.h"
-#include "gm_rng.h"
-#include "gm_train.h"
-
-typedef struct {
-    int id;
-    gm_fgraph *g;         /* nodes' weight sources point at this elite itself */
-    gm_mfile w;           /* fine-tuned weights, block b = node b */
-} elite;
-
-struct gm_search {
-    gm_search_opts o;
-    const gm_search_config *c;
-    gm_fgraph *orig, *cand;
-    gm_rng rng;
-    int iteration;               /* next iteration to propose */
-    double T, last_drop;
-    double elapsed0, t_open;     /* elapsed before this process, and when it opened */
-    /* every candidate, id order (rows[i].id == i); the table the checkpoint saves */
-    gm_ckpt_cand *rows;
-    int nrows, cap_rows;
-    int *queue;                  /* pending ids to dispatch again, oldest first */
-    int nqueue;
-    gm_failures failures;
-    elite *elites;               /* ring of max_elites, oldest at index `oldest` */
-    int nelites, oldest;
-    int best_id;
-    double best_key;             /* speed-up, or -MFLOPs in deterministic mode: higher is better */
-    gm_mfile best;
-    int done;                    /* finished rows */
-    FILE *csv, *jsonl;
-};
+#include "gm_search_int.h"
 
 /* ---- small helpers --------------------------------------------------------------- */
-
-static FILE *open_out(const gm_search *S, const char *name, gm_error *err)
-{
-    char p[1200];
-    snprintf(p, sizeof p, "%s/%s", S->c->out, name);
-    FILE *f = fopen(p, "w");
-    if (!f) gm_error_set(err, GM_EIO, "%s: cannot write: %s", p, strerror(errno));
-    return f;
-}
 
 static gm_ckpt_cand *new_row(gm_search *S, gm_error *err)
 {
@@ -116,40 +79,11 @@ static gm_status add_elite(gm_search *S, const gm_fgraph *g, gm_mfile *w, int id
     return GM_OK;
 }
 
-static void write_row(gm_search *S, const gm_ckpt_cand *r)
-{
-    const int n = S->c->nmodels, tuned = r->status == GM_CAND_PASSED || r->status == GM_CAND_FAILED ||
-                                         r->status == GM_CAND_ABORTED;
-    const char *st = gm_cand_status_name(r->status);
-    fprintf(S->csv, "%d,%d,%d,%s,%d,%016llx,%016llx,%d,%lld,%.3f,%.4f,%.4f,%.3f,%d,%.5f,%.2f,%.2f", r->id,
-            r->iteration, r->source, st, r->worker, (unsigned long long)r->location, (unsigned long long)r->topology,
-            r->nodes, r->params, r->mflops, r->latency_ms, r->base_latency_ms, r->speedup, r->epochs, r->worst_drop,
-            r->seconds, r->finished_s);
-    for (int t = 0; t < n; t++) fprintf(S->csv, ",%.5f", r->val[t]);
-    fputc('\n', S->csv);
-    fprintf(S->jsonl, "{\"id\": %d, \"iteration\": %d, \"source\": %d, \"status\": \"%s\", \"worker\": %d, "
-                      "\"location\": \"%016llx\", \"topology\": \"%016llx\", \"nodes\": %d, \"params\": %lld, "
-                      "\"mflops\": %.3f, ",
-            r->id, r->iteration, r->source, st, r->worker, (unsigned long long)r->location,
-            (unsigned long long)r->topology, r->nodes, r->params, r->mflops);
-    if (tuned && !isnan(r->worst_drop)) {
-        fprintf(S->jsonl, "\"latency_ms\": %.4f, \"base_latency_ms\": %.4f, \"speedup\": %.3f, \"epochs\": %d, "
-                          "\"worst_drop\": %.5f, \"val\": {",
-                r->latency_ms, r->base_latency_ms, r->speedup, r->epochs, r->worst_drop);
-        for (int t = 0; t < n; t++)
-            fprintf(S->jsonl, "%s\"%s\": %.5f", t ? ", " : "", S->o.models[t]->tasks[0].name, r->val[t]);
-        fprintf(S->jsonl, "}, ");
-    }
-    fprintf(S->jsonl, "\"seconds\": %.2f, \"finished_s\": %.2f}\n", r->seconds, r->finished_s);
-    fflush(S->csv);
-    fflush(S->jsonl);
-}
-
 static void announce(gm_search *S, gm_ckpt_cand *r, const char *error)
 {
     S->done++;
     r->finished_s = gm_search_elapsed(S);
-    if (S->csv) write_row(S, r);
+    if (S->results) gm_results_row(S->results, r);
     if (!S->o.progress) return;
     const int tuned = r->status == GM_CAND_PASSED || r->status == GM_CAND_FAILED || r->status == GM_CAND_ABORTED;
     gm_search_event e = {.id = r->id, .iteration = r->iteration, .source = r->source,
@@ -164,17 +98,11 @@ static void announce(gm_search *S, gm_ckpt_cand *r, const char *error)
     S->o.progress(S->o.ctx, &e);
 }
 
-static gm_status open_logs(gm_search *S, gm_error *err)
+static gm_status open_results(gm_search *S, gm_error *err)
 {
-    if (gm_fs_mkdirs(S->c->out) != 0) return gm_error_set(err, GM_EIO, "%s: cannot create: %s", S->c->out, strerror(errno));
-    S->csv = open_out(S, "candidates.csv", err);
-    S->jsonl = S->csv ? open_out(S, "candidates.jsonl", err) : NULL;
-    if (!S->csv || !S->jsonl) return GM_EIO;
-    fprintf(S->csv, "id,iteration,source,status,worker,location,topology,nodes,params,mflops,latency_ms,"
-                    "base_latency_ms,speedup,epochs,worst_drop,seconds,finished_s");
-    for (int t = 0; t < S->c->nmodels; t++) fprintf(S->csv, ",val_%s", S->o.models[t]->tasks[0].name);
-    fputc('\n', S->csv);
-    return GM_OK;
+    char task[GM_MF_MAX_TASKS][64];
+    for (int t = 0; t < S->c->nmodels; t++) snprintf(task[t], sizeof task[t], "%s", S->o.models[t]->tasks[0].name);
+    return gm_results_open(&S->results, S->c->out, (const char (*)[64])task, S->c->nmodels, err);
 }
 
 /* ---- open, restore, free ----------------------------------------------------------- */
@@ -194,8 +122,7 @@ void gm_search_free(gm_search *S)
     gm_mfile_free(&S->best);
     free(S->orig);
     free(S->cand);
-    if (S->csv) fclose(S->csv);
-    if (S->jsonl) fclose(S->jsonl);
+    gm_results_close(S->results);
     free(S);
 }
 
@@ -256,6 +183,9 @@ gm_status gm_search_open(gm_search **out, const gm_search_opts *o, gm_error *err
     gm_rng_seed(&S->rng, c->seed);
     gm_failures_init(&S->failures);
     S->failures.structural = !c->gmorph_mode; /* a failed merge, not a parameter count, predicts failure */
+    gm_ckpt_summary_unknown(&S->summary); /* a resumed sweep has not ended: the end measures again */
+    S->summary.base_latency_ms = o->base_latency_ms;
+    for (int t = 0; o->orig_val && t < c->nmodels; t++) S->summary.orig_val[t] = o->orig_val[t];
     S->orig = malloc(sizeof *S->orig);
     S->cand = malloc(sizeof *S->cand);
     S->elites = calloc((size_t)c->max_elites, sizeof *S->elites);
@@ -265,9 +195,9 @@ gm_status gm_search_open(gm_search **out, const gm_search_opts *o, gm_error *err
     if (!S->orig || !S->cand || !S->elites || !S->queue) st = gm_error_set(err, GM_ENOMEM, "out of memory");
     if (st == GM_OK) st = gm_fgraph_from_models(S->orig, o->models, c->nmodels, err);
     if (st == GM_OK && o->resume) st = restore(S, o->resume, err);
-    if (st == GM_OK) st = open_logs(S, err);
+    if (st == GM_OK) st = open_results(S, err);
     for (int i = 0; st == GM_OK && i < S->nrows; i++)
-        if (S->rows[i].status != GM_CAND_PENDING) write_row(S, &S->rows[i]);
+        if (S->rows[i].status != GM_CAND_PENDING) gm_results_row(S->results, &S->rows[i]);
     if (st != GM_OK) {
         gm_search_free(S);
         return st;
@@ -451,7 +381,7 @@ gm_status gm_search_checkpoint(gm_search *S, gm_error *err)
     gm_ckpt ck = {.config = gm_search_config_to_json(c), .ntasks = c->nmodels, .iteration = S->iteration,
                   .next_id = S->nrows, .temperature = S->T, .last_drop = S->last_drop,
                   .elapsed_s = gm_search_elapsed(S), .ncand = S->nrows, .cand = S->rows, .nelites = S->nelites,
-                  .best_id = S->best_id};
+                  .best_id = S->best_id, .summary = S->summary};
     for (int t = 0; t < c->nmodels; t++) snprintf(ck.tasks[t], sizeof ck.tasks[t], "%s", S->o.models[t]->tasks[0].name);
     memcpy(ck.rng, S->rng.s, sizeof ck.rng);
     ck.elite_id = malloc(sizeof(int) * (size_t)(S->nelites + 1));
@@ -470,182 +400,6 @@ gm_status gm_search_checkpoint(gm_search *S, gm_error *err)
     free(ck.config);
     free(ck.elite_id);
     free(ck.elite_w);
-    return st;
-}
-
-/* ---- finish ------------------------------------------------------------------------- */
-
-/* Test accuracy per task of a model (best or original) on each task's dataset. */
-static gm_status test_accuracy(gm_search *S, gm_backend *be, const gm_mfile *m, double *acc, gm_error *err)
-{
-    const gm_search_config *c = S->c;
-    gm_net *net = NULL;
-    gm_net_desc d = gm_mfile_desc(m);
-    gm_status st = gm_net_create(&net, be, &d, 128, 1, err);
-    if (st == GM_OK) st = gm_mfile_to_net(m, net, err);
-    for (int k = 0; st == GM_OK && k < m->ntasks; k++) {
-        const gm_mf_task *t = &m->tasks[k];
-        int ti = -1;
-        for (int j = 0; j < c->nmodels; j++)
-            if (!strcmp(S->o.models[j]->tasks[0].name, t->name)) ti = j;
-        const char *path = ti >= 0 && c->data[ti][0] ? c->data[ti] : t->dataset;
-        gm_dataset *ds;
-        st = gm_ds_open(&ds, path, err);
-        if (st != GM_OK) break;
-        gm_ds_set_normalisation(ds, S->o.models[0]->mean, S->o.models[0]->std);
-        int dt = gm_ds_task_index(ds, t->name), out = -1;
-        for (int o = 0; o < gm_net_noutputs(net); o++)
-            if (gm_net_output_block(net, o) == t->head) out = o;
-        if (dt < 0 || out < 0)
-            st = gm_error_set(err, GM_EINVAL, "%s: no task \"%s\" to score", path, t->name);
-        else
-            st = gm_eval_tasks(net, ds, GM_SPLIT_TEST, 1, &out, &dt, 128, 0, &acc[ti >= 0 ? ti : k], err);
-        gm_ds_close(ds);
-    }
-    gm_net_free(net);
-    return st;
-}
-
-/* One model against the originals, alternately, with 3x the search's runs. */
-static gm_status retime(gm_search *S, gm_backend *be, const gm_mfile *m, gm_net *const *base, double *ms,
-                        double *base_ms, gm_error *err)
-{
-    const gm_search_config *c = S->c;
-    gm_net *net = NULL;
-    gm_net_desc d = gm_mfile_desc(m);
-    gm_status st = gm_net_create(&net, be, &d, 1, 1, err);
-    if (st == GM_OK) st = gm_mfile_to_net(m, net, err);
-    if (st == GM_OK) st = gm_measure_latency_pair(net, base, c->nmodels, c->lat_warmup, 3 * c->lat_runs, ms, base_ms, err);
-    gm_net_free(net);
-    return st;
-}
-
-/*
- * The final choice. During the sweep the best is the highest of many noisy
- * ratios, so its own is biased upward, and a busy machine can crown the wrong
- * model: time the passed models still held (the best and the elites) again and
- * keep the fastest. Deterministic mode keeps its fewest-FLOPs rule and only
- * re-times that one.
- */
-static gm_status final_choice(gm_search *S, gm_backend *be, gm_search_summary *s, gm_error *err)
-{
-    const gm_search_config *c = S->c;
-    gm_net *base[GM_MF_MAX_TASKS] = {0};
-    gm_status st = GM_OK;
-    for (int t = 0; st == GM_OK && t < c->nmodels; t++) {
-        gm_net_desc bd = gm_mfile_desc(S->o.models[t]);
-        st = gm_net_create(&base[t], be, &bd, 1, 1, err);
-        if (st == GM_OK) st = gm_mfile_to_net(S->o.models[t], base[t], err);
-    }
-    double ms, base_ms;
-    if (st == GM_OK) st = retime(S, be, &S->best, base, &ms, &base_ms, err);
-    int pick = -1; /* an elite that beat the best */
-    for (int k = 0; st == GM_OK && !c->deterministic && k < S->nelites; k++) {
-        if (S->elites[k].id == S->best_id) continue;
-        double e_ms, e_base;
-        st = retime(S, be, &S->elites[k].w, base, &e_ms, &e_base, err);
-        if (st == GM_OK && e_base / e_ms > base_ms / ms) {
-            pick = k;
-            ms = e_ms;
-            base_ms = e_base;
-        }
-    }
-    if (st == GM_OK && pick >= 0) {
-        gm_mfile_free(&S->best);
-        st = gm_mfile_copy(&S->best, &S->elites[pick].w, err);
-        S->best_id = S->elites[pick].id;
-    }
-    if (st == GM_OK) {
-        const gm_ckpt_cand *b = &S->rows[S->best_id];
-        s->best_id = S->best_id;
-        s->found_speedup = b->speedup;
-        memcpy(s->best_val, b->val, sizeof(double) * (size_t)c->nmodels);
-        s->best_latency_ms = ms;
-        s->best_base_ms = base_ms;
-        s->speedup = base_ms / ms;
-    }
-    for (int t = 0; t < c->nmodels; t++) gm_net_free(base[t]);
-    return st;
-}
-
-static gm_status write_summary(gm_search *S, const gm_search_summary *s, gm_error *err)
-{
-    const gm_search_config *c = S->c;
-    FILE *f = open_out(S, "summary.md", err);
-    if (!f) return GM_EIO;
-    fprintf(f, "# gmorph search\n\npolicy %s, threshold %.3f, %d iterations, seed %llu%s\n\n",
-            c->policy == GM_POLICY_SA ? "sa" : "random", c->threshold, c->iterations, (unsigned long long)c->seed,
-            c->deterministic ? ", deterministic (best = fewest FLOPs)" : "");
-    fprintf(f, "- originals one after the other: %.3f ms at the start; best fused: speed-up %.2fx (candidate %d) "
-               "when the search timed it; timed again at the end, alternately with the originals (the best and the "
-               "elites, the fastest kept): %.3f ms against %.3f ms, **%.2fx**\n",
-            s->base_latency_ms, s->found_speedup, s->best_id, s->best_latency_ms, s->best_base_ms, s->speedup);
-    fprintf(f, "- candidates %d: passed %d, failed %d, aborted %d, filtered %d, duplicates %d; %ld fine-tune epochs; "
-               "%.0f s wall%s\n\n", s->candidates, s->passed, s->failed, s->aborted, s->filtered, s->duplicates,
-            s->ft_epochs, s->wall_s, s->interrupted ? " (stopped early)" : "");
-    fprintf(f, "| task | original val %% | fused val %% | original test %% | fused test %% | test drop (points) |\n"
-               "|---|---|---|---|---|---|\n");
-    for (int t = 0; t < s->ntasks; t++)
-        fprintf(f, "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", s->task[t], 100 * s->orig_val[t],
-                100 * s->best_val[t], 100 * s->orig_test[t], 100 * s->best_test[t],
-                100 * (s->orig_test[t] - s->best_test[t]));
-    fclose(f);
-    return GM_OK;
-}
-
-gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, gm_error *err)
-{
-    const gm_search_config *c = S->c;
-    memset(s, 0, sizeof *s);
-    s->ntasks = c->nmodels;
-    s->interrupted = interrupted;
-    s->base_latency_ms = S->o.base_latency_ms;
-    s->best_id = S->best_id;
-    s->best_latency_ms = s->best_base_ms = s->speedup = s->found_speedup = NAN;
-    for (int t = 0; t < c->nmodels; t++) {
-        snprintf(s->task[t], sizeof s->task[t], "%s", S->o.models[t]->tasks[0].name);
-        s->orig_val[t] = S->o.orig_val[t];
-        s->best_val[t] = s->best_test[t] = s->orig_test[t] = NAN;
-    }
-    for (int i = 0; i < S->nrows; i++) {
-        const gm_ckpt_cand *r = &S->rows[i];
-        if (r->status == GM_CAND_PENDING) continue;
-        s->candidates++;
-        s->passed += r->status == GM_CAND_PASSED;
-        s->failed += r->status == GM_CAND_FAILED;
-        s->aborted += r->status == GM_CAND_ABORTED;
-        s->filtered += r->status == GM_CAND_FILTERED;
-        s->duplicates += r->status == GM_CAND_DUPLICATE;
-        s->ft_epochs += r->epochs;
-    }
-    gm_backend *be = NULL;
-    gm_status st = gm_backend_cpu_create(&be, c->threads, err);
-    for (int t = 0; st == GM_OK && t < c->nmodels; t++) {
-        double acc[GM_MF_MAX_TASKS];
-        st = test_accuracy(S, be, S->o.models[t], acc, err);
-        s->orig_test[t] = acc[t];
-    }
-    gm_backend *one = NULL; /* batch-1 latency where the workers timed it: the device, else one CPU thread */
-    if (st == GM_OK && S->best_id >= 0 && !S->o.latency_device) st = gm_backend_cpu_create(&one, 1, err);
-    if (st == GM_OK && S->best_id >= 0) st = final_choice(S, one ? one : S->o.latency_device, s, err);
-    gm_backend_free(one);
-    if (st == GM_OK && S->best_id >= 0) {
-        st = test_accuracy(S, be, &S->best, s->best_test, err);
-        for (int t = 0; st == GM_OK && t < s->ntasks; t++) S->best.tasks[t].test_accuracy = s->best_test[t];
-        /* name the dataset a task was scored on when the config gave one (imported
-         * models record none), so `gmorph eval best.h5` needs no --data */
-        for (int t = 0; t < S->best.ntasks; t++)
-            for (int j = 0; j < c->nmodels; j++)
-                if (c->data[j][0] && !strcmp(S->o.models[j]->tasks[0].name, S->best.tasks[t].name))
-                    snprintf(S->best.tasks[t].dataset, sizeof S->best.tasks[t].dataset, "%s", c->data[j]);
-        char p[1200];
-        snprintf(p, sizeof p, "%s/best.h5", c->out);
-        if (st == GM_OK) st = gm_mfile_save(p, &S->best, err);
-    }
-    gm_backend_free(be);
-    s->wall_s = gm_search_elapsed(S);
-    if (st == GM_OK) st = write_summary(S, s, err);
-    if (st == GM_OK) st = gm_search_checkpoint(S, err); /* with the final choice of best */
     return st;
 }
 

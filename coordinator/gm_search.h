@@ -26,11 +26,17 @@
  * finished candidate: status passed, failed, aborted, filtered or duplicate),
  * best.h5 (a model file gmorph eval runs), summary.md, teacher.h5 (cached
  * logits), search.h5 (the checkpoint, with search.h5.prev before it).
+ *
+ * Files: gm_search.c holds the state and the policy (open, propose, record,
+ * checkpoint); gm_search_final.c the end (gm_search_finish: the final choice,
+ * test scores, best.h5); gm_results writes candidates.* and summary.md; the
+ * state both .c files share is gm_search_int.h, which nothing else includes.
  */
 #ifndef GM_SEARCH_H
 #define GM_SEARCH_H
 
 #include "gm_ckpt.h"
+#include "gm_results.h"
 #include "gm_search_config.h"
 #include "gm_worker.h"
 
@@ -51,21 +57,6 @@ typedef struct {
     double elapsed_s;        /* since the sweep began, across resumes */
     double budget_s;         /* the time budget (0: none) */
 } gm_search_event;
-
-typedef struct {
-    int ntasks;
-    char task[GM_MF_MAX_TASKS][64];
-    double base_latency_ms;  /* the originals one after the other, at the start */
-    double best_latency_ms, best_base_ms, speedup; /* the final best, timed again at the end alternately with
-                                                      the originals (3x the runs) */
-    double found_speedup;    /* its speed-up when the search measured it (biased up: the max of noisy ratios) */
-    int candidates, passed, failed, aborted, filtered, duplicates, best_id;
-    long ft_epochs;          /* fine-tune epochs spent in all */
-    double orig_val[GM_MF_MAX_TASKS], best_val[GM_MF_MAX_TASKS];
-    double orig_test[GM_MF_MAX_TASKS], best_test[GM_MF_MAX_TASKS];
-    double wall_s;
-    int interrupted;
-} gm_search_summary;
 
 typedef struct gm_search gm_search;
 

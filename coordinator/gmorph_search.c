@@ -16,10 +16,31 @@
 #include "gm_clock.h"
 #include "gm_device.h"
 #include "gm_guide.h"
+#include "gm_mpi.h"
 #include "gm_sched.h"
 #include "gm_wire.h"
 
 #define CMD "search"
+
+/*
+ * MPI_COMM_WORLD and the groups split from it return MPI errors (gm_mpi). A
+ * failed call in this file's set-up and collectives leaves the other ranks
+ * waiting for this one, so the program prints the message (rank included) and
+ * ends the job; failures inside the search (gm_wire, gm_sched) come back as a
+ * status and end it through coordinator_main or worker_main.
+ */
+static _Noreturn void mpi_abort(const gm_error *err)
+{
+    fprintf(stderr, "gmorph-search: %s\n", err->msg);
+    MPI_Abort(MPI_COMM_WORLD, GM_EXIT_FAIL);
+    exit(GM_EXIT_FAIL); /* MPI_Abort does not return */
+}
+
+#define MPI_CHECK(call, what)                                                                                      \
+    do {                                                                                                           \
+        gm_error e_;                                                                                               \
+        if (gm_mpi_check((call), what, &e_) != GM_OK) mpi_abort(&e_);                                              \
+    } while (0)
 
 /* Set by signal handlers: only a global reaches a handler. */
 static volatile sig_atomic_t stop_requested, saves_requested;
@@ -217,10 +238,10 @@ static int share_config(gm_search_config *cfg, int ok, int rank, gm_error *err)
 {
     char *text = rank == 0 && ok ? gm_search_config_to_json(cfg) : NULL;
     int len = text ? (int)strlen(text) + 1 : -1;
-    MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD), "sharing the config's length");
     if (len < 0) return 0;
     if (rank != 0 && !(text = malloc((size_t)len))) return 0;
-    MPI_Bcast(text, len, MPI_CHAR, 0, MPI_COMM_WORLD);
+    MPI_CHECK(MPI_Bcast(text, len, MPI_CHAR, 0, MPI_COMM_WORLD), "sharing the config");
     int good = 1;
     if (rank != 0) {
         gm_search_defaults(cfg);
@@ -287,7 +308,7 @@ static gm_status open_device(const gm_search_config *cfg, int local_rank, gm_bac
 static int worst_code(gm_status st)
 {
     int code = st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st), worst = code;
-    MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_CHECK(MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD), "agreeing on the exit code");
     return worst;
 }
 
@@ -295,20 +316,22 @@ static int worst_code(gm_status st)
 static int worker_main(const gm_search_config *cfg, int rank, int group_size, int local_rank)
 {
     MPI_Comm group;
-    MPI_Comm_split(MPI_COMM_WORLD, (rank - 1) / group_size, rank, &group);
     gm_error err;
+    MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, (rank - 1) / group_size, rank, &group), "forming the worker groups");
+    if (gm_mpi_errors_return(group, &err) != GM_OK) mpi_abort(&err); /* inherited from the world; said anyway */
     gm_backend *dev = NULL;
     gm_device_kind kind = GM_DEVICE_CPU;
     gm_device_group *dg = NULL;
     gm_worker *w = NULL;
     char desc[600] = "";
-    MPI_Barrier(MPI_COMM_WORLD); /* rank 0 has written the teachers' logits: read them, do not recompute */
+    /* rank 0 has written the teachers' logits: read them, do not recompute */
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD), "waiting for the teachers' logits");
     gm_status st = open_device(cfg, local_rank, &dev, &kind, desc, sizeof desc, &err);
     if (st != GM_OK) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
     else if (dev && (rank - 1) % group_size == 0) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, desc);
     /* The group's sum is set up collectively: only when every member has its device. */
     int ok = st == GM_OK, group_ok = 0;
-    MPI_Allreduce(&ok, &group_ok, 1, MPI_INT, MPI_MIN, group);
+    MPI_CHECK(MPI_Allreduce(&ok, &group_ok, 1, MPI_INT, MPI_MIN, group), "agreeing that the group has its devices");
     if (group_ok) {
         st = gm_device_group_open(&dg, group, kind, dev, &err);
         if (st == GM_OK) {
@@ -330,14 +353,14 @@ static int worker_main(const gm_search_config *cfg, int rank, int group_size, in
     gm_worker_free(w);
     gm_device_group_free(dg);
     gm_backend_free(dev);
-    MPI_Comm_free(&group);
+    MPI_CHECK(MPI_Comm_free(&group), "freeing the worker group");
     return code;
 }
 
 static int coordinator_main(const gm_search_config *cfg, const args *a, const gm_ckpt *ck, int size, int local_rank)
 {
-    MPI_Comm none;
-    MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none);
+    MPI_Comm none; /* rank 0 takes part in the workers' split and joins no group */
+    MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none), "forming the worker groups");
     const int ngroups = (size - 1) / (int)a->group_size;
     gm_error err;
     gm_worker *w = NULL;
@@ -356,7 +379,7 @@ static int coordinator_main(const gm_search_config *cfg, const args *a, const gm
     if (st == GM_OK) st = gm_worker_open(&w, &wo, &err);
     double base = NAN;
     if (st == GM_OK) st = gm_worker_baseline(w, &base, &err);
-    if (size > 1) MPI_Barrier(MPI_COMM_WORLD);
+    if (size > 1) MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD), "sharing the teachers' logits");
     const int code = size > 1 ? worst_code(st) : st == GM_OK ? GM_EXIT_OK : gm_cli_exit_code(st);
     if (st != GM_OK || code) {
         if (st != GM_OK) gm_cli_fail(CMD, NULL, &err);
@@ -397,8 +420,19 @@ static int coordinator_main(const gm_search_config *cfg, const args *a, const gm
         if (size > 1) MPI_Abort(MPI_COMM_WORLD, rc ? rc : (interrupted ? 1 : 0));
         return rc;
     }
-    for (int g = 0; g < ngroups; g++) gm_wire_send_stop(leaders[g], MPI_COMM_WORLD, &err);
+    for (int g = 0; g < ngroups; g++)
+        if (gm_wire_send_stop(leaders[g], MPI_COMM_WORLD, &err) != GM_OK) mpi_abort(&err); /* it would wait on */
     return rc;
+}
+
+/* MPI_Finalize, checked: the exit code, or a failure if MPI could not end cleanly. */
+static int finalize(int code)
+{
+    const int rank = gm_mpi_world_rank(); /* MPI cannot say it afterwards */
+    const int rc = MPI_Finalize();
+    if (rc == MPI_SUCCESS) return code;
+    fprintf(stderr, "gmorph-search: rank %d: MPI_Finalize failed (error %d)\n", rank, rc);
+    return code ? code : GM_EXIT_FAIL;
 }
 
 int main(int argc, char **argv)
@@ -415,10 +449,15 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sa.sa_handler = on_save;
     sigaction(SIGUSR1, &sa, NULL);
-    MPI_Init(&argc, &argv);
+    if (MPI_Init(&argc, &argv) != MPI_SUCCESS) { /* the default handler usually ends the job first */
+        fprintf(stderr, "gmorph-search: MPI_Init failed\n");
+        return GM_EXIT_FAIL;
+    }
+    gm_error merr;
+    if (gm_mpi_errors_return(MPI_COMM_WORLD, &merr) != GM_OK) mpi_abort(&merr);
     int rank, size;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank), "its rank");
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size), "the number of ranks");
     const int local_rank = gm_device_local_rank(MPI_COMM_WORLD); /* collective: before any rank can leave */
     args a;
     int code = parse_args(argc, argv, &a, rank == 0);
@@ -429,8 +468,7 @@ int main(int argc, char **argv)
         code = GM_EXIT_USAGE;
     }
     if (code) {
-        MPI_Finalize();
-        return code == GM_EXIT_OK + 100 ? GM_EXIT_OK : code;
+        return finalize(code == GM_EXIT_OK + 100 ? GM_EXIT_OK : code);
     }
     gm_search_config cfg;
     gm_ckpt ck = {0};
@@ -441,8 +479,7 @@ int main(int argc, char **argv)
     if (!share_config(&cfg, st == GM_OK, rank, &err)) {
         if (rank != 0 && err.msg[0]) fprintf(stderr, "gmorph-search: rank %d: %s\n", rank, err.msg);
         gm_ckpt_free(&ck);
-        MPI_Finalize();
-        return st != GM_OK ? gm_cli_exit_code(st) : GM_EXIT_FAIL;
+        return finalize(st != GM_OK ? gm_cli_exit_code(st) : GM_EXIT_FAIL);
     }
     if (rank != 0) {
         /* Workers leave shutdown to the coordinator, which checkpoints first. */
@@ -454,6 +491,5 @@ int main(int argc, char **argv)
     code = rank == 0 ? coordinator_main(&cfg, &a, a.resume ? &ck : NULL, size, local_rank)
                      : worker_main(&cfg, rank, (int)a.group_size, local_rank);
     gm_ckpt_free(&ck);
-    MPI_Finalize();
-    return code;
+    return finalize(code);
 }

@@ -129,3 +129,21 @@ void dp_check_failure_spreads(dp_checker *c, gm_backend *be, gm_ft_data *d, cons
     memcpy(d->teacher[0], saved, sizeof(float) * DP_NFT * 3);
     free(saved);
 }
+
+void dp_start(dp_checker *c, int *argc, char ***argv)
+{
+    MPI_Init(argc, argv);
+    *c = (dp_checker){0};
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->size);
+}
+
+int dp_finish(const dp_checker *c, const char *name)
+{
+    int failed = 0;
+    MPI_Allreduce(&c->failed, &failed, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (c->rank == 0)
+        printf("%s on %d ranks: %s (%d failed checks)\n", name, c->size, failed ? "FAILED" : "ok", failed);
+    MPI_Finalize();
+    return failed ? 1 : 0;
+}

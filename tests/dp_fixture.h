@@ -19,6 +19,11 @@ typedef struct {
     int failed;
 } dp_checker;
 
+/* MPI_Init, then c zeroed with this rank and the world's size. */
+void dp_start(dp_checker *c, int *argc, char ***argv);
+/* Every rank's failures summed, "NAME on N ranks: ok" printed by rank 0, MPI_Finalize: the exit code (collective). */
+int dp_finish(const dp_checker *c, const char *name);
+
 #define DP_CHECK(c, cond, ...)                                                        \
     do {                                                                              \
         if (!(cond)) {                                                                \

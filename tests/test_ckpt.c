@@ -1,8 +1,9 @@
 /*
  * Search checkpoints: a table with a candidate of every status (real graph
  * encodings), two elites with real fused-model weights, a best model and a
- * long config come back field for field and bit for bit; empty tables
- * round-trip; a second save keeps the first as PATH.prev; truncated files,
+ * long config come back field for field and bit for bit, with the summary a
+ * report reads; empty tables round-trip; a version-1 file (no summary) still
+ * loads; a second save keeps the first as PATH.prev; truncated files,
  * garbage anywhere in a file, foreign, newer and inconsistent files are
  * refused by name (never a crash: the header block's checksum is checked
  * before HDF5 parses anything); the writer refuses what the reader would; no
@@ -227,6 +228,19 @@ static void make_ckpt(const fixture *f, gm_ckpt *c, int variant)
     fused(f, 6, 12 + (uint64_t)variant, &c->elite_w[1]);
     c->best_id = 6;
     fused(f, 6, 13 + (uint64_t)variant, &c->best);
+    /* an ended sweep's summary, a NaN among its numbers (a test split the end could not score) */
+    gm_ckpt_summary *s = &c->summary;
+    gm_ckpt_summary_unknown(s);
+    s->ended = 1;
+    s->base_latency_ms = 2.5 + variant;
+    s->final_latency_ms = 1.25;
+    s->final_base_latency_ms = 2.75;
+    s->final_speedup = 2.75 / 1.25;
+    for (int t = 0; t < NMODELS; t++) {
+        s->orig_val[t] = 0.9 + 0.01 * t;
+        s->orig_test[t] = 0.8 + 0.01 * t;
+        s->best_test[t] = t ? 0.79 : NAN;
+    }
 }
 
 /* ---- comparison --------------------------------------------------------------------------- */
@@ -305,6 +319,17 @@ static void assert_ckpt_equal(const gm_ckpt *a, const gm_ckpt *b)
     }
     assert_int_equal(a->best_id, b->best_id);
     if (a->best_id >= 0) assert_model_equal(&a->best, &b->best);
+    const gm_ckpt_summary *x = &a->summary, *y = &b->summary;
+    assert_int_equal(x->ended, y->ended);
+    assert_same_double("base_latency_ms", 0, x->base_latency_ms, y->base_latency_ms);
+    assert_same_double("final_latency_ms", 0, x->final_latency_ms, y->final_latency_ms);
+    assert_same_double("final_base_latency_ms", 0, x->final_base_latency_ms, y->final_base_latency_ms);
+    assert_same_double("final_speedup", 0, x->final_speedup, y->final_speedup);
+    for (int t = 0; t < a->ntasks; t++) {
+        assert_same_double("orig_val", t, x->orig_val[t], y->orig_val[t]);
+        assert_same_double("orig_test", t, x->orig_test[t], y->orig_test[t]);
+        assert_same_double("best_test", t, x->best_test[t], y->best_test[t]);
+    }
 }
 
 /* ---- tests ---------------------------------------------------------------------------------- */
@@ -325,6 +350,7 @@ static void test_round_trip(void **state)
     assert_true(exists(path) && !exists(tmp) && !exists(prev)); /* nothing to keep the first time */
     assert_ok(gm_ckpt_load(path, &back, &err), err);
     assert_no_open_h5();
+    assert_int_equal(back.version, GM_CKPT_VERSION);
     assert_ckpt_equal(&c, &back);
     for (int t = NMODELS; t < GM_MF_MAX_TASKS; t++) assert_true(isnan(back.cand[1].val[t]));
     /* the encodings are real: each decodes to a graph with the row's hashes */
@@ -548,39 +574,88 @@ static void test_format_version(void **state)
     path_in(f, "fmt-good.h5", good, sizeof good);
     gm_ckpt a, back;
     gm_error err;
+    const int v = GM_CKPT_VERSION;
     make_ckpt(f, &a, 0);
     assert_ok(gm_ckpt_save(good, &a, &err), err);
     /* resealing by the documented recipe gives a file that loads */
     copy_file(good, path);
-    reseal(path, 1);
+    reseal(path, v);
     assert_ok(gm_ckpt_load(path, &back, &err), err);
     gm_ckpt_free(&back);
     /* an edit without resealing is damage */
     edit_root(path, "gmorph-model", 0);
     assert_load_fails(path, "do not match the checksum");
-    reseal(path, 1);
+    reseal(path, v);
     assert_load_fails(path, "not a gmorph search checkpoint (format \"gmorph-model\"");
     copy_file(good, path);
-    edit_root(path, NULL, 2);
-    reseal(path, 1);
-    assert_load_fails(path, "written by a newer gmorph (search checkpoint version 2");
+    edit_root(path, NULL, v + 1);
+    reseal(path, v);
+    assert_load_fails(path, "written by a newer gmorph (search checkpoint version 3");
     copy_file(good, path);
-    reseal(path, 2); /* a newer header block: refused before its checksum is read */
-    assert_load_fails(path, "written by a newer gmorph (search checkpoint version 2");
+    reseal(path, v + 1); /* a newer header block: refused before its checksum is read */
+    assert_load_fails(path, "written by a newer gmorph (search checkpoint version 3");
     copy_file(good, path);
     reseal(path, 0);
     assert_load_fails(path, "version 0 is not supported");
     copy_file(good, path);
     edit_root(path, NULL, -1);
-    reseal(path, 1);
+    reseal(path, v);
     assert_load_fails(path, "version -1 is not supported");
+    /* the header block and the attribute must name the same version */
+    copy_file(good, path);
+    reseal(path, 1);
+    assert_load_fails(path, "its header block says version 1, its \"version\" attribute 2");
     copy_file(good, path);
     hid_t file;
     assert_ok(gm_h5_open(&file, path, 1, &err), err);
     assert_true(H5Adelete(file, "format") >= 0);
     gm_h5_close_file(file);
-    reseal(path, 1);
+    reseal(path, v);
     assert_load_fails(path, "not a gmorph search checkpoint");
+    gm_ckpt_free(&a);
+}
+
+/* The summary's attributes, which version 1 did not have. */
+static const char *const SUMMARY_ATTRS[] = {"orig_val", "base_latency_ms", "ended", "final_latency_ms",
+                                            "final_base_latency_ms", "final_speedup", "orig_test", "best_test"};
+
+/*
+ * A version-1 file (a version-2 one with the summary removed and the version
+ * set back, as an older gmorph wrote it) loads: everything but the summary
+ * comes back, and the summary is unknown. A version-2 file without it is damaged.
+ */
+static void test_version1(void **state)
+{
+    const fixture *f = *state;
+    char path[512];
+    path_in(f, "v1.h5", path, sizeof path);
+    gm_ckpt a, back;
+    gm_error err;
+    make_ckpt(f, &a, 1);
+    assert_ok(gm_ckpt_save(path, &a, &err), err);
+    hid_t file;
+    assert_ok(gm_h5_open(&file, path, 1, &err), err);
+    for (size_t k = 0; k < sizeof SUMMARY_ATTRS / sizeof SUMMARY_ATTRS[0]; k++)
+        assert_true(H5Adelete(file, SUMMARY_ATTRS[k]) >= 0);
+    gm_h5_close_file(file);
+    reseal(path, GM_CKPT_VERSION);
+    assert_load_fails(path, "ended"); /* missing where version 2 requires it */
+    edit_root(path, NULL, 1);
+    reseal(path, 1);
+    assert_ok(gm_ckpt_load(path, &back, &err), err);
+    assert_no_open_h5();
+    assert_int_equal(back.version, 1);
+    gm_ckpt_summary_unknown(&a.summary); /* what a version-1 file cannot hold */
+    assert_ckpt_equal(&a, &back);
+    assert_int_equal(back.summary.ended, 0);
+    assert_true(isnan(back.summary.orig_val[0]) && isnan(back.summary.final_speedup));
+    /* saved again, it is the current version, summary attributes and all */
+    assert_ok(gm_ckpt_save(path, &back, &err), err);
+    gm_ckpt_free(&back);
+    assert_ok(gm_ckpt_load(path, &back, &err), err);
+    assert_int_equal(back.version, GM_CKPT_VERSION);
+    assert_ckpt_equal(&a, &back);
+    gm_ckpt_free(&back);
     gm_ckpt_free(&a);
 }
 
@@ -595,7 +670,7 @@ static void replace_dataset(const char *path, const char *name, hid_t type, hsiz
     assert_ok(gm_h5_write(g, name, type, 1, &n, data, &err), err);
     H5Gclose(g);
     gm_h5_close_file(file);
-    reseal(path, 1);
+    reseal(path, GM_CKPT_VERSION);
 }
 
 static void rewrite_column(const char *path, const char *name, const int32_t *data)
@@ -610,7 +685,7 @@ static void rewrite_column(const char *path, const char *name, const int32_t *da
     assert_true(H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
     H5Dclose(d);
     gm_h5_close_file(file);
-    reseal(path, 1);
+    reseal(path, GM_CKPT_VERSION);
 }
 
 static void edit_int_attr(const char *path, const char *name, const long long *v, int n)
@@ -620,7 +695,7 @@ static void edit_int_attr(const char *path, const char *name, const long long *v
     assert_ok(gm_h5_open(&file, path, 1, &err), err);
     assert_ok(gm_h5_attr_write_ints(file, name, v, n, &err), err);
     gm_h5_close_file(file);
-    reseal(path, 1);
+    reseal(path, GM_CKPT_VERSION);
 }
 
 static void test_inconsistent(void **state)
@@ -688,13 +763,13 @@ static void test_inconsistent(void **state)
     assert_ok(gm_h5_open(&file, path, 1, &err), err);
     assert_true(H5Ldelete(file, "elites/6", H5P_DEFAULT) >= 0);
     gm_h5_close_file(file);
-    reseal(path, 1);
+    reseal(path, GM_CKPT_VERSION);
     assert_load_fails(path, "group \"elites\" holds 1 models, but elite_ids names 2");
     copy_file(good, path);
     assert_ok(gm_h5_open(&file, path, 1, &err), err);
     assert_true(H5Ldelete(file, "best", H5P_DEFAULT) >= 0);
     gm_h5_close_file(file);
-    reseal(path, 1);
+    reseal(path, GM_CKPT_VERSION);
     assert_load_fails(path, "best model");
     gm_ckpt_free(&a);
 }
@@ -735,6 +810,7 @@ static void test_save_refusals(void **state)
     REFUSED(c.tasks[1][0] = '\0', strcpy(c.tasks[1], f->models[1].tasks[0].name), "task 1");
     REFUSED(c.ntasks = GM_MF_MAX_TASKS + 1, c.ntasks = NMODELS, "tasks");
     REFUSED(c.nelites = NCAND + 1, c.nelites = 2, "elites");
+    REFUSED(c.summary.ended = 2, c.summary.ended = 1, "ended is 2");
     char *cfg = c.config, *big = malloc(100001);
     assert_non_null(big);
     memset(big, 'x', 100000);
@@ -787,7 +863,9 @@ static void test_h5py(void **state)
           "f = h5py.File(sys.argv[1], 'r')\n"
           "s = lambda v: v.decode() if isinstance(v, bytes) else str(v)\n"
           "one = lambda a: int(np.asarray(a).reshape(-1)[0])\n"
-          "assert s(f.attrs['format']) == 'gmorph-search' and one(f.attrs['version']) == 1\n"
+          "assert s(f.attrs['format']) == 'gmorph-search' and one(f.attrs['version']) == 2\n"
+          "assert f.attrs['orig_val'].shape == (2,) and one(f.attrs['ended']) == 1\n"
+          "assert np.isnan(f.attrs['best_test'][0]) and f.attrs['final_speedup'].reshape(-1)[0] == 2.2\n"
           "st = f['candidates/status']\n"
           "assert st.dtype == np.int32 and list(st[...]) == [0, 1, 2, 3, 4, 5, 1], st[...]\n"
           "names = s(st.attrs['names']).split(',')\n"
@@ -810,7 +888,7 @@ static void test_h5py(void **state)
           "f.close()\n"
           "raw = open(sys.argv[1], 'rb').read()\n"
           "head = raw[:512].rstrip(b'\\0').decode().split('\\n')\n"
-          "assert head[:2] == ['gmorph-search 1', 'bytes %d' % len(raw)], head\n"
+          "assert head[:2] == ['gmorph-search 2', 'bytes %d' % len(raw)], head\n"
           "h = 0xcbf29ce484222325\n"
           "for x in raw[512:]: h = ((h ^ x) * 0x100000001b3) & 0xffffffffffffffff\n"
           "assert head[2] == 'fnv1a64 %016x' % h, (head, h)\n",
@@ -832,6 +910,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),    cmocka_unit_test(test_empty),
         cmocka_unit_test(test_prev),          cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_garbage),       cmocka_unit_test(test_format_version),
+        cmocka_unit_test(test_version1),
         cmocka_unit_test(test_inconsistent),  cmocka_unit_test(test_save_refusals),
         cmocka_unit_test(test_h5py),
     };

@@ -96,15 +96,15 @@ static void check_batch_stats(dp_checker *c, gm_backend *be, const gm_ft_data *d
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
-    dp_checker c = {0};
-    MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &c.size);
+    dp_checker c;
+    dp_start(&c, &argc, &argv);
     gm_group_mpi gm;
-    const gm_ft_group g = gm_group_mpi_make(&gm, MPI_COMM_WORLD);
-    DP_CHECK(&c, g.rank == c.rank && g.size == c.size, "group: rank %d of %d", g.rank, g.size);
-
+    gm_ft_group g;
     gm_error err;
+    gm_status gst = gm_group_mpi_make(&gm, MPI_COMM_WORLD, &g, &err);
+    DP_CHECK(&c, gst == GM_OK && g.rank == c.rank && g.size == c.size, "group: rank %d of %d (%s)", g.rank, g.size,
+             gst == GM_OK ? "ok" : err.msg);
+
     gm_backend *be = NULL;
     gm_ft_data d;
     gm_status st = gm_backend_cpu_create(&be, 1, &err);
@@ -125,9 +125,5 @@ int main(int argc, char **argv)
     }
     gm_backend_free(be);
 
-    int failed = 0;
-    MPI_Allreduce(&c.failed, &failed, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (c.rank == 0) printf("test_dp on %d ranks: %s (%d failed checks)\n", c.size, failed ? "FAILED" : "ok", failed);
-    MPI_Finalize();
-    return failed ? 1 : 0;
+    return dp_finish(&c, "test_dp");
 }

@@ -261,10 +261,8 @@ static int open_gpus(dp_checker *c, gm_backend **be, int *shared)
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
-    dp_checker c = {0};
-    MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &c.size);
+    dp_checker c;
+    dp_start(&c, &argc, &argv);
     gm_backend *be = NULL;
     int shared = 0;
     const int gpus = open_gpus(&c, &be, &shared);
@@ -302,10 +300,5 @@ int main(int argc, char **argv)
     gm_device_group_free(dg);
     gm_backend_free(be);
 
-    int failed = 0;
-    MPI_Allreduce(&c.failed, &failed, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (c.rank == 0)
-        printf("test_nccl_dp on %d ranks: %s (%d failed checks)\n", c.size, failed ? "FAILED" : "ok", failed);
-    MPI_Finalize();
-    return failed ? 1 : 0;
+    return dp_finish(&c, "test_nccl_dp");
 }

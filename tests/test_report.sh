@@ -1,9 +1,13 @@
 #!/bin/sh
 # gmorph report on a tiny deterministic sweep (the zoo and config of test_mpi_search.sh, 1 process):
 # - it writes RUN/report.html and RUN/report.md with every section and the three SVG figures;
+# - it reads only the checkpoint: summary.md is moved out of the run folder before it runs,
+#   and a reworded one put there instead changes nothing;
 # - its numbers are the checkpoint's: candidates by status and fine-tune epochs (h5dump of
-#   search.h5), best candidate and speed-up and the per-task accuracies (summary.md), one
-#   <circle> per fine-tuned candidate with measurements;
+#   search.h5), best candidate and speed-up and the per-task accuracies (equal to the
+#   summary.md the search wrote), one <circle> per fine-tuned candidate with measurements;
+# - a version-1 checkpoint (an older gmorph's, made here with h5py) still reports, its
+#   originals' accuracies and the end's re-timing marked unknown;
 # - the HTML is self-contained (no script, nothing fetched) and escapes text;
 # - a missing original model leaves the graph drawing out and says so;
 # - a folder without search.h5, a missing path and a truncated search.h5 are exit 2, named;
@@ -28,6 +32,10 @@ grep -q passed "$tmp/r1/candidates.csv" || { echo "no candidate passed: nothing 
 run=$tmp/r1
 html=$run/report.html
 md=$run/report.md
+# The report reads only the checkpoint: summary.md (kept aside as the truth to compare with)
+# leaves the run folder, and later a reworded one with wrong numbers comes back.
+summary=$tmp/summary.md
+mv "$run/summary.md" "$summary"
 "$gm" report "$run" >"$tmp/out" 2>"$tmp/err"
 rc=$?
 [ $rc -eq 0 ] && [ -s "$html" ] && [ -s "$md" ] && grep -q "$html" "$tmp/out" && grep -q "$md" "$tmp/out" &&
@@ -59,8 +67,8 @@ epochs=$(column epochs | awk '{s += $1} END {print s}')
 grep -q "; $epochs in all |" "$md" && ok "fine-tune epochs in all ($epochs) equal the checkpoint's" || bad "epochs: want $epochs"
 
 # summary.md: "speed-up Fx (candidate N) when the search timed it; ... B ms against O ms, **Ex**"
-found=$(sed -n 's/.*speed-up \([0-9.]*x\) (candidate \([0-9]*\)).*/\2 \1/p' "$run/summary.md")
-endx=$(sed -n 's/.*, \*\*\([0-9.]*x\)\*\*.*/\1/p' "$run/summary.md")
+found=$(sed -n 's/.*speed-up \([0-9.]*x\) (candidate \([0-9]*\)).*/\2 \1/p' "$summary")
+endx=$(sed -n 's/.*, \*\*\([0-9.]*x\)\*\*.*/\1/p' "$summary")
 set -- $found
 best="candidate $1, speed-up $endx timed again at the end ($2 when the search timed it)"
 [ -n "$found" ] && [ -n "$endx" ] && grep -q "^| best | $best |\$" "$md" && grep -q "<td>$best</td>" "$html" &&
@@ -73,10 +81,17 @@ last=$(sed -n 's/.*<title>candidate \([0-9]*\): [0-9.]*x<\/title>.*/\1/p' "$run/
 [ -n "$last" ] && echo "$best" | grep -q "^candidate $last," && ok "best so far ends at the best (candidate $last)" \
     || bad "best so far ends at candidate '$last', not the best"
 # summary.md: | task | orig val | fused val | orig test | fused test | drop |; the report adds a val drop column
-awk -F' *\\| *' '/^\| [a-z]+ \| [0-9]/ {print $2, $3, $4, $5, $6}' "$run/summary.md" >"$tmp/want"
+awk -F' *\\| *' '/^\| [a-z]+ \| [0-9]/ {print $2, $3, $4, $5, $6}' "$summary" >"$tmp/want"
 awk -F' *\\| *' '/^\| [a-z]+ \| [0-9]/ && NF == 9 {print $2, $3, $4, $6, $7}' "$md" >"$tmp/got"
 [ -s "$tmp/want" ] && cmp -s "$tmp/want" "$tmp/got" && ok "per-task accuracies equal summary.md's" \
     || { bad "accuracy table"; diff "$tmp/want" "$tmp/got"; }
+# A summary.md reworded, its numbers changed: the report is the same, byte for byte.
+cp "$md" "$tmp/report-before.md"
+sed 's/timed again at the end/re-timed last/; s/[0-9]\.[0-9][0-9]/9.99/g' "$summary" >"$run/summary.md"
+"$gm" report "$run" >/dev/null 2>"$tmp/err" && cmp -s "$md" "$tmp/report-before.md" &&
+    ok "a reworded summary.md changes nothing: the report reads only the checkpoint" \
+    || { bad "the report changed with summary.md"; diff "$tmp/report-before.md" "$md" | head; }
+rm "$run/summary.md"
 
 column status >"$tmp/s"
 column worst_drop >"$tmp/d"
@@ -112,6 +127,39 @@ mv "$tmp/colour.away" "$tmp/colour.h5"
 [ $rc -eq 0 ] && [ "$(grep -o '<svg ' "$tmp/nomodel/report.html" | wc -l)" -eq 2 ] &&
     grep -q "graph is not drawn.*colour.h5" "$tmp/nomodel/report.md" && grep -q "not drawn" "$tmp/out" &&
     ok "missing model: report without the graph, saying so" || { bad "missing model (exit $rc)"; cat "$tmp/out" "$tmp/err"; }
+
+# ---- a version-1 checkpoint: an older gmorph's, without the summary --------------------------
+if /usr/bin/python3 -c 'import h5py' 2>/dev/null; then
+    cp -r "$run" "$tmp/v1"
+    # As gm_ckpt.h documents: drop version 2's attributes, set version 1, re-stamp the header block.
+    /usr/bin/python3 - "$tmp/v1/search.h5" <<'EOF'
+import sys, h5py
+p = sys.argv[1]
+with h5py.File(p, 'r+') as f:
+    for a in ('orig_val', 'base_latency_ms', 'ended', 'final_latency_ms', 'final_base_latency_ms',
+              'final_speedup', 'orig_test', 'best_test'):
+        del f.attrs[a]
+    f.attrs['version'] = 1
+raw = bytearray(open(p, 'rb').read())
+h = 0xcbf29ce484222325
+for x in raw[512:]:
+    h = ((h ^ x) * 0x100000001b3) & 0xffffffffffffffff
+head = ('gmorph-search 1\nbytes %d\nfnv1a64 %016x\n' % (len(raw), h)).encode()
+raw[:512] = head + bytes(512 - len(head))
+open(p, 'wb').write(raw)
+EOF
+    "$gm" report "$tmp/v1" >/dev/null 2>"$tmp/err"
+    rc=$?
+    v1=$tmp/v1/report.md
+    # | task | original val | fused val | val drop | original test | fused test | test drop |: all but fused val unknown
+    unknown=$(awk -F' *\\| *' '/^\| [a-z]+ \| / && NF == 9 && $3 == "unknown" && $4 != "unknown" && $6 == "unknown" && $7 == "unknown"' "$v1" | wc -l)
+    [ $rc -eq 0 ] && grep -q "version 1 (from an older gmorph)" "$v1" && [ "$unknown" -eq "$(wc -l <"$tmp/want")" ] &&
+        ! grep -q "timed again at the end" "$v1" && grep -q "^| best | candidate $1, speed-up [0-9.]*x |\$" "$v1" &&
+        ok "version-1 checkpoint: reported, the originals' accuracies and the end's re-timing marked unknown" \
+        || { bad "version-1 checkpoint (exit $rc)"; cat "$tmp/err"; grep -A8 "^## Accuracy" "$v1"; }
+else
+    echo "skipped: no h5py under /usr/bin/python3 to write a version-1 checkpoint"
+fi
 
 # ---- bad input -------------------------------------------------------------------------------
 mkdir "$tmp/empty"

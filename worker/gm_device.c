@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gm_group_mpi.h"
+#include "gm_mpi.h"
 #ifdef GMORPH_HAVE_CUDA_BACKEND
 #include "gm_backend_cuda.h"
 #include "gm_cuda.h"
@@ -46,16 +47,14 @@ int gm_device_local_rank(MPI_Comm comm)
     static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"};
     int local = -1;
     for (size_t i = 0; local < 0 && i < sizeof vars / sizeof vars[0]; i++) local = env_index(vars[i]);
-    int started = 0, ended = 0;
-    MPI_Initialized(&started);
-    if (started) MPI_Finalized(&ended);
-    /* Split even when a variable answered: every rank of comm must take part alike. */
-    if (comm != MPI_COMM_NULL && started && !ended) {
+    /* Split even when a variable answered: every rank of comm must take part alike. A failing
+     * MPI call only loses this answer: the variables, else 0, still pick a GPU. */
+    if (comm != MPI_COMM_NULL && gm_mpi_world_rank() >= 0) {
         MPI_Comm node;
         if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
-            int r = 0;
-            MPI_Comm_rank(node, &r);
-            MPI_Comm_free(&node);
+            int r = -1;
+            if (MPI_Comm_rank(node, &r) != MPI_SUCCESS) r = -1;
+            if (MPI_Comm_free(&node) != MPI_SUCCESS) r = -1;
             if (local < 0) local = r;
         }
     }
@@ -140,7 +139,8 @@ static gm_status open_nccl(void **nccl, MPI_Comm comm, gm_backend *be, gm_error 
     (void)be;
     *nccl = NULL;
     int size = 0;
-    MPI_Comm_size(comm, &size);
+    gm_status st = gm_mpi_check(MPI_Comm_size(comm, &size), "group: its size", err);
+    if (st != GM_OK) return st;
     return gm_error_set(err, GM_EINVAL, "device cuda: a group of %d ranks sums gradients with NCCL, and this gmorph "
                                         "was built without NCCL: use groups of one rank (--group-size 1)", size);
 }
@@ -159,10 +159,11 @@ gm_status gm_device_group_open(gm_device_group **out, MPI_Comm comm, gm_device_k
 {
     *out = NULL;
     int size = 1;
-    MPI_Comm_size(comm, &size);
+    gm_status st = gm_mpi_check(MPI_Comm_size(comm, &size), "group: its size", err);
+    if (st != GM_OK) return st;
     void *nccl = NULL;
     /* The collective set-up first: a rank that then fails to allocate fails alone, after it. */
-    gm_status st = kind == GM_DEVICE_CUDA && size > 1 ? open_nccl(&nccl, comm, be, err) : GM_OK;
+    st = kind == GM_DEVICE_CUDA && size > 1 ? open_nccl(&nccl, comm, be, err) : GM_OK;
     if (st != GM_OK) return st;
     gm_device_group *g = calloc(1, sizeof *g);
     if (!g) {
@@ -170,7 +171,12 @@ gm_status gm_device_group_open(gm_device_group **out, MPI_Comm comm, gm_device_k
         return gm_error_set(err, GM_ENOMEM, "group: out of memory");
     }
     g->nccl = nccl;
-    g->group = nccl ? nccl_group(nccl) : gm_group_mpi_make(&g->mpi, comm);
+    if (nccl) g->group = nccl_group(nccl);
+    else st = gm_group_mpi_make(&g->mpi, comm, &g->group, err);
+    if (st != GM_OK) {
+        gm_device_group_free(g);
+        return st;
+    }
     *out = g;
     return GM_OK;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "gm_backend_cuda.h"
+#include "gm_mpi.h"
 
 struct gm_group_nccl {
     ncclComm_t comm;
@@ -31,11 +32,19 @@ static gm_status nccl_sum(void *ctx, float *buf, size_t n, gm_error *err)
     return GM_OK;
 }
 
-/* 1 on every rank when every rank of comm has ok = 1. */
-static int all_ok(int ok, MPI_Comm comm)
+/* 1 on every rank when every rank of comm has *st GM_OK; a vote that fails sets *st and err (if still OK). */
+static int all_ok(gm_status *st, MPI_Comm comm, gm_error *err)
 {
-    int all = 0;
-    if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS) return 0;
+    int ok = *st == GM_OK, all = 0;
+    gm_error e;
+    const int rc = MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, comm);
+    if (gm_mpi_check(rc, "NCCL group: the ranks' vote", &e) != GM_OK) {
+        if (*st == GM_OK) {
+            *st = GM_EIO;
+            *err = e;
+        }
+        return 0;
+    }
     return all;
 }
 
@@ -43,23 +52,28 @@ gm_status gm_group_nccl_create(gm_group_nccl **out, MPI_Comm comm, gm_backend *c
 {
     *out = NULL;
     int rank = 0, size = 1;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    gm_status st = gm_mpi_check(MPI_Comm_rank(comm, &rank), "NCCL group: its rank", err);
+    if (st == GM_OK) st = gm_mpi_check(MPI_Comm_size(comm, &size), "NCCL group: its size", err);
+    if (st != GM_OK) return st;
     gm_group_nccl *g = calloc(1, sizeof *g);
-    gm_status st = g ? GM_OK : gm_error_set(err, GM_ENOMEM, "NCCL group: out of memory");
+    st = g ? GM_OK : gm_error_set(err, GM_ENOMEM, "NCCL group: out of memory");
     ncclUniqueId id = {{0}};
     if (st == GM_OK && rank == 0) {
         ncclResult_t rc = ncclGetUniqueId(&id);
         if (rc != ncclSuccess) st = nccl_error(err, rc, NULL, "ncclGetUniqueId", 0);
     }
     /* Nobody enters ncclCommInitRank, which waits for every rank, unless every rank will. */
-    if (!all_ok(st == GM_OK, comm)) {
+    if (!all_ok(&st, comm, err)) {
         free(g);
         return st != GM_OK ? st
                            : gm_error_set(err, GM_EDEVICE, "NCCL group: another rank of the %d could not set up "
                                           "(see its message)", size);
     }
-    MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, comm);
+    st = gm_mpi_check(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, comm), "NCCL group: sharing its unique id", err);
+    if (st != GM_OK) { /* every rank fails here alike: the broadcast's arguments are the same on all */
+        free(g);
+        return st;
+    }
     g->rank = rank;
     g->size = size;
     g->stream = (cudaStream_t)gm_backend_cuda_stream(cuda_be);
@@ -68,7 +82,7 @@ gm_status gm_group_nccl_create(gm_group_nccl **out, MPI_Comm comm, gm_backend *c
         st = nccl_error(err, rc, NULL, "ncclCommInitRank", 0);
         g->comm = NULL;
     }
-    if (!all_ok(st == GM_OK, comm)) {
+    if (!all_ok(&st, comm, err)) {
         if (g->comm) ncclCommAbort(g->comm);
         free(g);
         return st != GM_OK ? st

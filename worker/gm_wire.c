@@ -5,21 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static gm_status mpi_fail(int rc, const char *what, gm_error *err)
-{
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(rc, msg, &len);
-    return gm_error_set(err, GM_EIO, "MPI: %s: %s", what, msg);
-}
+#include "gm_mpi.h"
 
+/* Every call is checked (gm_mpi: the communicators return errors); a failure ends the exchange. */
 #define MPI_TRY(call, what)                                                                                        \
     do {                                                                                                           \
-        int rc_ = (call);                                                                                          \
-        if (rc_ != MPI_SUCCESS) {                                                                                  \
-            st = mpi_fail(rc_, what, err);                                                                         \
-            goto done;                                                                                             \
-        }                                                                                                          \
+        if ((st = gm_mpi_check((call), what, err)) != GM_OK) goto done;                                            \
     } while (0)
 
 enum { JH_ID, JH_SOURCE, JH_ENC, JH_BYTES, JH_N };
@@ -92,9 +83,9 @@ done:
 gm_status gm_wire_bcast_job(gm_job *j, int *stop, int root, MPI_Comm group, gm_error *err)
 {
     gm_status st = GM_OK;
-    int rank;
-    MPI_Comm_rank(group, &rank);
+    int rank = -1;
     void *bytes = NULL;
+    MPI_TRY(MPI_Comm_rank(group, &rank), "broadcasting a job");
     size_t n = 0;
     /* h[JH_N] is the stop flag */
     int h[JH_N + 1] = {0};
@@ -179,12 +170,12 @@ done:
 
 gm_status gm_wire_serve(gm_worker *w, MPI_Comm comm, int coordinator, MPI_Comm group, gm_error *err)
 {
-    int grank;
-    MPI_Comm_rank(group, &grank);
+    int grank = -1;
+    gm_status st = gm_mpi_check(MPI_Comm_rank(group, &grank), "starting to serve", err);
+    if (st != GM_OK) return st;
     gm_job *job = calloc(1, sizeof *job); /* large: the encoding is inline */
     if (!job) return gm_error_set(err, GM_ENOMEM, "out of memory");
     job->source = -1;
-    gm_status st = GM_OK;
     for (;;) {
         int stop = 0;
         gm_job_free(job);

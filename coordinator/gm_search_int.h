@@ -1,0 +1,45 @@
+/*
+ * gm_search_int.h: the search's state, shared by the two halves of gm_search
+ * and by nothing else: gm_search.c (the state, the policy, recording results,
+ * the checkpoint) and gm_search_final.c (the end: the final choice, test
+ * scores, best.h5 and summary.md).
+ */
+#ifndef GM_SEARCH_INT_H
+#define GM_SEARCH_INT_H
+
+#include "gm_filter.h"
+#include "gm_results.h"
+#include "gm_rng.h"
+#include "gm_search.h"
+
+typedef struct {
+    int id;
+    gm_fgraph *g;         /* nodes' weight sources point at this elite itself */
+    gm_mfile w;           /* fine-tuned weights, block b = node b */
+} elite;
+
+struct gm_search {
+    gm_search_opts o;
+    const gm_search_config *c;
+    gm_fgraph *orig, *cand;
+    gm_rng rng;
+    int iteration;               /* next iteration to propose */
+    double T, last_drop;
+    double elapsed0, t_open;     /* elapsed before this process, and when it opened */
+    /* every candidate, id order (rows[i].id == i); the table the checkpoint saves */
+    gm_ckpt_cand *rows;
+    int nrows, cap_rows;
+    int *queue;                  /* pending ids to dispatch again, oldest first */
+    int nqueue;
+    gm_failures failures;
+    elite *elites;               /* ring of max_elites, oldest at index `oldest` */
+    int nelites, oldest;
+    int best_id;
+    double best_key;             /* speed-up, or -MFLOPs in deterministic mode: higher is better */
+    gm_mfile best;
+    int done;                    /* finished rows */
+    gm_results *results;         /* candidates.csv and .jsonl */
+    gm_ckpt_summary summary;     /* what the checkpoint keeps for the report; the end fills the rest */
+};
+
+#endif
