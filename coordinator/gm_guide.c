@@ -46,7 +46,8 @@ typedef struct {
 typedef struct {
     const gm_mfile *const *models;
     gm_backend *be;
-    long n;                        /* probe samples cached (the probe's first, which spread over its datasets) */
+    long n;                        /* probe samples cached (evenly strided over the probe) */
+    unsigned char *own;            /* n x nmodels: sample s is from model m's dataset */
     gm_net *net[GM_FG_MAX_MODELS];
     float *host[GM_FG_MAX_MODELS]; /* every probe sample's activations of every block of model m */
     size_t per[GM_FG_MAX_MODELS];  /* floats per sample of model m's blocks */
@@ -199,7 +200,8 @@ static gm_status disagreement(gm_guide *gd, probe_state *p, const float *probe, 
     be->to_device(be, gm_net_buffers(sx->net), sx->buf, sizeof(float) * sx->nbuf);
     const int head = gd->first[p->model[pr->dst]] + m->nblocks - 1, classes = p->shape[head].c;
     const size_t numel = gm_shape_numel(in);
-    long differ = 0;
+    long differ = 0, counted = 0;
+    const int mdst = p->model[pr->dst];
     gm_status st = GM_OK;
     float *y = malloc(sizeof(float) * CHUNK * (size_t)classes);
     if (!y) return gm_error_set(err, GM_ENOMEM, "guide: out of memory");
@@ -216,11 +218,13 @@ static gm_status disagreement(gm_guide *gd, probe_state *p, const float *probe, 
         for (int s = 0; s < b; s++) {
             gm_shape sh;
             const float *own = map_of(gd, p, probe, i + s, 1 + head, p->models[0]->input, &sh);
+            if (!p->own[(size_t)(i + s) * gd->nmodels + mdst]) continue;
             differ += gm_top1(y + (size_t)s * classes, classes) != gm_top1(own, classes);
+            counted++;
         }
     }
     free(y);
-    *out = (double)differ / (double)(p->n ? p->n : 1);
+    *out = (double)differ / (double)(counted ? counted : 1);
     return st;
 }
 
@@ -321,8 +325,9 @@ static void probe_close(gm_guide *gd, probe_state *p)
     free(p->layer);
 }
 
-gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, const float *probe, long nprobe,
-                          gm_backend *be, const gm_guide_opts *o, gm_error *err)
+gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, const float *probe,
+                          const unsigned char *own, long nprobe, gm_backend *be, const gm_guide_opts *o,
+                          gm_error *err)
 {
     *out = NULL;
     if (n < 1 || n > GM_FG_MAX_MODELS || nprobe < 1)
@@ -343,10 +348,16 @@ gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, 
     const size_t numel = gm_shape_numel(models[0]->input);
     float *sel = st == GM_OK ? malloc(sizeof(float) * numel * (size_t)p.n) : NULL;
     if (st == GM_OK && !sel) st = gm_error_set(err, GM_ENOMEM, "guide: out of memory");
-    for (long i = 0; st == GM_OK && i < p.n; i++)
-        memcpy(sel + (size_t)i * numel, probe + (size_t)(i * nprobe / p.n) * numel, sizeof(float) * numel);
+    p.own = st == GM_OK ? malloc((size_t)p.n * (size_t)n) : NULL;
+    if (st == GM_OK && !p.own) st = gm_error_set(err, GM_ENOMEM, "guide: out of memory");
+    for (long i = 0; st == GM_OK && i < p.n; i++) {
+        const long row = i * nprobe / p.n;
+        memcpy(sel + (size_t)i * numel, probe + (size_t)row * numel, sizeof(float) * numel);
+        for (int m = 0; m < n; m++) p.own[(size_t)i * n + m] = own ? own[(size_t)row * n + m] : 1;
+    }
     if (st == GM_OK) st = measure(gd, &p, sel, err);
     free(sel);
+    free(p.own);
     probe_close(gd, &p);
     if (st != GM_OK) {
         gm_guide_free(gd);

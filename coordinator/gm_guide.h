@@ -39,10 +39,14 @@ typedef struct {
 
 /*
  * Measures the cost table: the n original models run over the probe (host,
- * nprobe x numel(input), normalised) on backend be, in chunks. o is copied.
+ * nprobe x numel(input), normalised) on backend be, in chunks. own (NULL: all
+ * of them) marks the probe samples of each model's own dataset,
+ * own[s * n + m]: a model's changed predictions are counted there only (on
+ * another dataset's images its predictions mean nothing). o is copied.
  */
-gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, const float *probe, long nprobe,
-                          gm_backend *be, const gm_guide_opts *o, gm_error *err);
+gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, const float *probe,
+                          const unsigned char *own, long nprobe, gm_backend *be, const gm_guide_opts *o,
+                          gm_error *err);
 void gm_guide_free(gm_guide *gd);
 
 /* Number of (map, block) pairs priced; the median cost over them. */

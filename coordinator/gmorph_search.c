@@ -285,7 +285,7 @@ static gm_status open_guide(const gm_search_config *cfg, gm_worker *w, gm_backen
     const double t0 = gm_now_s();
     if (!be) st = gm_backend_cpu_create(&be, cfg->threads, err);
     gm_guide_opts go = {.explore = cfg->guide_explore, .cost_scale = cfg->guide_cost_scale};
-    if (st == GM_OK) st = gm_guide_create(guide, gm_worker_models(w), cfg->nmodels, probe, n, be, &go, err);
+    if (st == GM_OK) st = gm_guide_create(guide, gm_worker_models(w), cfg->nmodels, probe, gm_worker_probe_own(w), n, be, &go, err);
     if (be != dev) gm_backend_free(be);
     if (st == GM_OK)
         fprintf(stderr, "gmorph-search: guided proposals: %d merges priced on %ld probe images in %.1f s (median "

@@ -39,7 +39,7 @@ static void open_fixture(fixture *f, double explore, double cost_scale, int nmod
     gm_fill_uniform(x, NPROBE * gm_shape_numel(IN), &rng, -1.0f, 1.0f);
     assert_ok(gm_backend_cpu_create(&f->be, 1, &err), err);
     gm_guide_opts o = {.explore = explore, .cost_scale = cost_scale};
-    assert_ok(gm_guide_create(&f->guide, f->mp, nmodels, x, NPROBE, f->be, &o, &err), err);
+    assert_ok(gm_guide_create(&f->guide, f->mp, nmodels, x, NULL, NPROBE, f->be, &o, &err), err);
     free(x);
 }
 

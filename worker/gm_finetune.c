@@ -176,7 +176,12 @@ static gm_status load_inputs(gm_ft_data *d, const gm_mfile *const *models, const
     long cap = 0;
     for (int t = 0; st == GM_OK && t < d->n; t++) {
         int first = 1;
-        for (int u = 0; u < t; u++) first &= strcmp(paths[u], paths[t]) != 0;
+        for (int u = 0; u < t; u++)
+            if (!strcmp(paths[u], paths[t])) { /* the same dataset: the same distillation rows */
+                first = 0;
+                d->ft_first[t] = d->ft_first[u];
+                d->ft_count[t] = d->ft_count[u];
+            }
         gm_dataset *ds;
         st = gm_ds_open(&ds, paths[t], err);
         if (st != GM_OK) break;
@@ -202,6 +207,8 @@ static gm_status load_inputs(gm_ft_data *d, const gm_mfile *const *models, const
             for (long i = 0; st == GM_OK && i < k; i += 256)
                 st = gm_ds_read(ds, GM_SPLIT_TRAIN, rows + i, (int)(k - i < 256 ? k - i : 256),
                                 d->x_ft + (size_t)(cap + i) * d->numel, err);
+            d->ft_first[t] = cap;
+            d->ft_count[t] = k;
             cap += k;
         }
         if (st == GM_OK) {

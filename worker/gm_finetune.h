@@ -25,6 +25,7 @@ typedef struct {
     size_t numel;                /* per sample */
     long nft;                    /* distillation samples */
     float *x_ft;                 /* nft * numel, normalised */
+    long ft_first[GM_MF_MAX_TASKS], ft_count[GM_MF_MAX_TASKS]; /* the rows of x_ft from task t's dataset */
     float *teacher[GM_MF_MAX_TASKS]; /* nft * classes[t] */
     int classes[GM_MF_MAX_TASKS];
     /* Validation data per task (tasks on one dataset share inputs, copied). */

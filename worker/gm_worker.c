@@ -21,6 +21,7 @@ struct gm_worker {
     gm_net *base[GM_MF_MAX_TASKS]; /* the originals at batch 1 on lat_be: the latency peer */
     float *probe;                  /* stitch probe: distillation inputs spread over every dataset */
     long nprobe;
+    unsigned char *probe_own;      /* nprobe x nmodels: sample s from model t's dataset */
     gm_net *teacher[GM_MF_MAX_TASKS]; /* the originals at the fine-tune batch on be: feature matching's teachers */
 };
 
@@ -35,6 +36,8 @@ void gm_result_free(gm_result *r) { gm_mfile_free(&r->tuned); }
 const gm_ft_data *gm_worker_data(const gm_worker *w) { return &w->data; }
 
 const gm_mfile *const *gm_worker_models(const gm_worker *w) { return w->mptr; }
+
+const unsigned char *gm_worker_probe_own(const gm_worker *w) { return w->probe_own; }
 
 const float *gm_worker_probe(const gm_worker *w, long *n)
 {
@@ -52,6 +55,7 @@ void gm_worker_free(gm_worker *w)
     }
     gm_ft_data_free(&w->data);
     free(w->probe);
+    free(w->probe_own);
     if (w->own_be) {
         gm_backend_free(w->be);
         gm_backend_free(w->lat_be);
@@ -68,10 +72,15 @@ static gm_status make_probe(gm_worker *w, long n, gm_error *err)
     const gm_ft_data *d = &w->data;
     if (n > d->nft) n = d->nft;
     w->probe = malloc(sizeof(float) * (size_t)n * d->numel);
-    if (!w->probe) return gm_error_set(err, GM_ENOMEM, "out of memory for %ld stitch probe samples", n);
-    for (long i = 0; i < n; i++)
-        memcpy(w->probe + (size_t)i * d->numel, d->x_ft + (size_t)(i * d->nft / n) * d->numel,
-               sizeof(float) * d->numel);
+    w->probe_own = malloc((size_t)n * (size_t)d->n);
+    if (!w->probe || !w->probe_own)
+        return gm_error_set(err, GM_ENOMEM, "out of memory for %ld stitch probe samples", n);
+    for (long i = 0; i < n; i++) {
+        const long row = i * d->nft / n;
+        memcpy(w->probe + (size_t)i * d->numel, d->x_ft + (size_t)row * d->numel, sizeof(float) * d->numel);
+        for (int t = 0; t < d->n; t++)
+            w->probe_own[(size_t)i * d->n + t] = row >= d->ft_first[t] && row < d->ft_first[t] + d->ft_count[t];
+    }
     w->nprobe = n;
     return GM_OK;
 }

@@ -74,6 +74,8 @@ const gm_ft_data *gm_worker_data(const gm_worker *w);
  * in GMorph mode); NULL otherwise.
  */
 const float *gm_worker_probe(const gm_worker *w, long *n);
+/* own[s * nmodels + t] = 1 when probe sample s comes from model t's dataset (NULL without a probe). */
+const unsigned char *gm_worker_probe_own(const gm_worker *w);
 /* The original models (n = config->nmodels). */
 const gm_mfile *const *gm_worker_models(const gm_worker *w);
 /* The originals one after the other at batch 1: median ms, as every candidate is timed. */

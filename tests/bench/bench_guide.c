@@ -78,7 +78,7 @@ int main(int argc, char **argv)
     if (st == GM_OK && !probe) st = gm_error_set(&err, GM_EINVAL, "the config turns stitching and guidance off");
     if (st == GM_OK) st = gm_backend_cpu_create(&be, c.threads, &err);
     gm_guide_opts go = {.explore = c.guide_explore, .cost_scale = c.guide_cost_scale};
-    if (st == GM_OK) st = gm_guide_create(&gd, gm_worker_models(w), c.nmodels, probe, np, be, &go, &err);
+    if (st == GM_OK) st = gm_guide_create(&gd, gm_worker_models(w), c.nmodels, probe, gm_worker_probe_own(w), np, be, &go, &err);
     if (st == GM_OK) st = gm_fgraph_from_models(orig, gm_worker_models(w), c.nmodels, &err);
     double *cost = calloc((size_t)n, sizeof(double)), *drop = calloc((size_t)n, sizeof(double));
     gm_rng rng;
