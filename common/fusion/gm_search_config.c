@@ -36,6 +36,7 @@ void gm_search_defaults(gm_search_config *c)
     c->stitch = 1;
     c->stitch_probe = 1024;
     c->stitch_ridge = 1e-4;
+    c->stitch_fit = 1; /* "output": results/fusion.md, B1 drop before fine-tuning */
     c->threads = 1;
     c->lat_warmup = 20;
     c->lat_runs = 100;

@@ -61,7 +61,7 @@ typedef struct {
     long stitch_probe;      /* stitch.probe: samples the maps are fitted on */
     double stitch_ridge;    /* stitch.ridge */
     int stitch_cascade;     /* stitch.cascade: also below each seam */
-    int stitch_fit;         /* stitch.fit: gm_stitch_fit_kind, 0 "input", 1 "output", 2 "best" */
+    int stitch_fit;         /* stitch.fit: gm_stitch_fit_kind, 0 "input", 1 "output" (default), 2 "best" */
     /* gmorph_mode: GMorph's method exactly (EuroSys'24): every addition that changes candidates is off */
     int gmorph_mode;
     int threads;
