@@ -23,6 +23,7 @@ struct gm_guide {
     double *cost;
     int npairs;
     double median;
+    long nsamples;
 };
 
 void gm_guide_free(gm_guide *gd)
@@ -33,6 +34,7 @@ void gm_guide_free(gm_guide *gd)
 }
 
 int gm_guide_npairs(const gm_guide *gd) { return gd->npairs; }
+long gm_guide_nsamples(const gm_guide *gd) { return gd->nsamples; }
 double gm_guide_median(const gm_guide *gd) { return gd->median; }
 
 static int shape_eq(gm_shape a, gm_shape b) { return a.c == b.c && a.h == b.h && a.w == b.w; }
@@ -355,6 +357,7 @@ gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, 
         memcpy(sel + (size_t)i * numel, probe + (size_t)row * numel, sizeof(float) * numel);
         for (int m = 0; m < n; m++) p.own[(size_t)i * n + m] = own ? own[(size_t)row * n + m] : 1;
     }
+    gd->nsamples = p.n;
     if (st == GM_OK) st = measure(gd, &p, sel, err);
     free(sel);
     free(p.own);

@@ -49,8 +49,9 @@ gm_status gm_guide_create(gm_guide **out, const gm_mfile *const *models, int n, 
                           gm_error *err);
 void gm_guide_free(gm_guide *gd);
 
-/* Number of (map, block) pairs priced; the median cost over them. */
+/* Number of (map, block) pairs priced; the median cost over them; the probe samples it used. */
 int gm_guide_npairs(const gm_guide *gd);
+long gm_guide_nsamples(const gm_guide *gd);
 double gm_guide_median(const gm_guide *gd);
 
 /*

@@ -289,7 +289,7 @@ static gm_status open_guide(const gm_search_config *cfg, gm_worker *w, gm_backen
     if (be != dev) gm_backend_free(be);
     if (st == GM_OK)
         fprintf(stderr, "gmorph-search: guided proposals: %d merges priced on %ld probe images in %.1f s (median "
-                        "residual %.2f)\n", gm_guide_npairs(*guide), n, gm_now_s() - t0, gm_guide_median(*guide));
+                        "predicted drop %.2f)\n", gm_guide_npairs(*guide), gm_guide_nsamples(*guide), gm_now_s() - t0, gm_guide_median(*guide));
     return st;
 }
 
