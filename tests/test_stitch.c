@@ -68,7 +68,7 @@ static void lsq_recovers_known_map(void **state)
     assert_ok(gm_stitch_solve(acc, 1e-9, &got, &err), err);
     for (int i = 0; i < CA * CB; i++) gm_assert_close("M", (size_t)i, got.M[i], want.M[i], 1e-4, 1e-4);
     for (int j = 0; j < CB; j++) gm_assert_close("c", (size_t)j, got.c[j], want.c[j], 1e-4, 1e-4);
-    assert_true(got.residual < 1e-8);
+    assert_true(got.residual < 1e-5); /* float products per sample: about 1e-7 of the raw moments */
     assert_true(isnan(got.plain_residual)); /* 5 -> 4 channels: no plain merge */
     assert_true(got.pixels == N * HW);
     /* noise the map cannot explain: the residual is its share of the variance */
@@ -423,7 +423,7 @@ static void same_model_twice_is_identity(void **state)
         assert_true(rep.nsites >= 1);
         for (int s = 0; s < rep.nsites; s++) {
             assert_true(rep.site[s].residual < 1e-6);       /* the map is the identity */
-            assert_true(rep.site[s].plain_residual < 1e-9); /* and none was needed */
+            assert_true(rep.site[s].plain_residual < 1e-5); /* and none was needed (float sums) */
         }
         gm_assert_all_close("task 1 logits of two merged copies", got, want, N * 4, 1e-4, 1e-4);
     }
