@@ -296,16 +296,25 @@ static int site_at(const gm_fgraph *g, int i, source s, const gm_wstore *st, gm_
     return s.file && gm_stitch_foldable(&nd->block) != GM_STITCH_NONE;
 }
 
+void gm_stitch_same_inputs(const gm_fgraph *g, const gm_wstore *st, int *same)
+{
+    for (int i = 0; i < g->nnodes; i++) {
+        const int p = g->nodes[i].parent;
+        same[i] = reads_expected(g, i, source_of(g, i, st), st) && (p < 0 || same[p]);
+    }
+}
+
 void gm_stitch_plan(const gm_fgraph *g, const gm_wstore *st, int cascade, gm_stitch_report *rep)
 {
     /* same: reads its weights' input all the way up; fixed: its output is restored (unchanged or stitched) */
-    char same[GM_FG_MAX_NODES], fixed[GM_FG_MAX_NODES], adapter_set[GM_FG_MAX_NODES];
+    int same[GM_FG_MAX_NODES];
+    char fixed[GM_FG_MAX_NODES], adapter_set[GM_FG_MAX_NODES];
     memset(rep, 0, sizeof *rep);
+    gm_stitch_same_inputs(g, st, same);
     for (int i = 0; i < g->nnodes; i++) {
         const int p = g->nodes[i].parent;
         source s = source_of(g, i, st);
         int direct = reads_expected(g, i, s, st);
-        same[i] = (char)(direct && (p < 0 || same[p]));
         adapter_set[i] = 0;
         fixed[i] = 1;
         if (p >= 0 && adapter_set[p]) continue; /* behind an adapter set to its training input */

@@ -70,6 +70,15 @@ typedef struct {
 } gm_stitch_report;
 
 /*
+ * same[i] = 1 when node i reads what its weights were trained on: the parent it
+ * had at its weight source (the original model's previous layer, or its parent
+ * in the source elite), and that parent reads the same, up to the input.
+ * Merges change the input of the re-parented node and of all below it; new
+ * adapters have no past. The store gives the weights' sources.
+ */
+void gm_stitch_same_inputs(const gm_fgraph *g, const gm_wstore *store, int *same);
+
+/*
  * Where g needs stitches (site[k].node, .adapter, .match, .src, .src_block;
  * nothing fitted yet), in topological order, into rep. The store gives the
  * weights' sources.

@@ -135,32 +135,6 @@ gm_status gm_worker_baseline(gm_worker *w, double *ms, gm_error *err)
 }
 
 /*
- * same[i] = 1 when node i reads what its weights were trained on: the parent it
- * had at its weight source (the original model's previous layer, or its parent
- * in the source elite), and that parent reads the same, up to the input.
- * Merges change the input of the re-parented node and of all below it; new
- * adapters have no past.
- */
-static void unchanged_inputs(const gm_fgraph *g, const gm_job *job, int *same)
-{
-    for (int i = 0; i < g->nnodes; i++) {
-        const gm_fnode *nd = &g->nodes[i];
-        const int p = nd->parent;
-        int ok = p < 0 || same[p];
-        if (nd->w.elite < 0 && nd->model < 0) ok = 0;
-        else if (nd->w.elite < 0)
-            ok = ok && (p < 0 ? nd->layer == 0
-                              : g->nodes[p].w.elite < 0 && g->nodes[p].model == nd->model &&
-                                    g->nodes[p].layer == nd->layer - 1);
-        else {
-            const int want = job->source >= 0 && nd->w.node < job->src.nblocks ? job->src.parent[nd->w.node] : -2;
-            ok = ok && (p < 0 ? want == -1 : g->nodes[p].w.elite == nd->w.elite && g->nodes[p].w.node == want);
-        }
-        same[i] = ok;
-    }
-}
-
-/*
  * Assembles the candidate's model: structure from its encoding, weights from
  * the originals or its source elite, stitched where merges changed what a
  * block reads (unless GMorph mode or stitch.enabled is off).
@@ -175,7 +149,7 @@ static gm_status build(gm_worker *w, const gm_job *job, gm_mfile *m, int *same, 
     const gm_mfile *src = &job->src;
     gm_wstore store = {c->nmodels, w->mptr, job->source >= 0, &job->source, &src};
     if (st == GM_OK) st = gm_fgraph_to_mfile(g, &store, c->seed + (uint64_t)job->id, m, err);
-    if (st == GM_OK) unchanged_inputs(g, job, same);
+    if (st == GM_OK) gm_stitch_same_inputs(g, &store, same);
     gm_stitch_opts so = {.ridge = c->stitch_ridge, .cascade = c->stitch_cascade, .fit = (gm_stitch_fit_kind)c->stitch_fit};
     if (st == GM_OK && c->stitch && !c->gmorph_mode)
         st = gm_stitch_graph(g, m, &store, w->probe, w->nprobe, w->be, &so, rep, err);
