@@ -135,16 +135,6 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Offsets of block l's parameters and buffers in model file m. */
-static void block_offsets(const gm_mfile *m, int l, size_t *par, size_t *buf)
-{
-    *par = *buf = 0;
-    for (int q = 0; q < l; q++) {
-        *par += gm_block_nparams(&m->blocks[q]);
-        for (int k = 0; k < m->blocks[q].nops; k++) *buf += gm_op_nbuffers(&m->blocks[q].ops[k]);
-    }
-}
-
 /*
  * What a merge does to a task before any fine-tuning: block dst's model from
  * dst on (a suffix net), with the stitch folded into dst, run on the source
@@ -162,7 +152,7 @@ static gm_status suffix_open(gm_guide *gd, probe_state *p, int dst, suffix *sx, 
     const gm_mfile *m = p->models[p->model[dst]];
     const int l = p->layer[dst];
     size_t po, bo;
-    block_offsets(m, l, &po, &bo);
+    gm_mfile_block_offsets(m, l, &po, &bo);
     gm_net_desc d = {.input = l == 0 ? m->input : p->shape[dst - 1], .nblocks = m->nblocks - l,
                      .blocks = m->blocks + l, .parent = NULL};
     gm_status st = gm_net_create(&sx->net, p->be, &d, CHUNK, 1, err);
@@ -190,7 +180,7 @@ static gm_status disagreement(gm_guide *gd, probe_state *p, const float *probe, 
     const gm_mfile *m = p->models[p->model[pr->dst]];
     const int l = p->layer[pr->dst];
     size_t po, bo;
-    block_offsets(m, l, &po, &bo);
+    gm_mfile_block_offsets(m, l, &po, &bo);
     memcpy(sx->par, m->params + po, sizeof(float) * sx->npar);
     memcpy(sx->buf, m->buffers + bo, sizeof(float) * sx->nbuf);
     const gm_shape in = l == 0 ? m->input : p->shape[pr->dst - 1];

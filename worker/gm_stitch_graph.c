@@ -433,7 +433,7 @@ gm_status gm_stitch_graph(const gm_fgraph *g, gm_mfile *m, const gm_wstore *stor
         c->par[i] = po;
         c->buf[i] = bo;
         po += gm_block_nparams(&m->blocks[i]);
-        for (int k = 0; k < m->blocks[i].nops; k++) bo += gm_op_nbuffers(&m->blocks[i].ops[k]);
+        bo += gm_block_nbuffers(&m->blocks[i]);
     }
     c->par[m->nblocks] = po;
     c->buf[m->nblocks] = bo;

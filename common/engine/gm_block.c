@@ -138,6 +138,13 @@ size_t gm_block_nparams(const gm_block *b)
     return n;
 }
 
+size_t gm_block_nbuffers(const gm_block *b)
+{
+    size_t n = 0;
+    for (int i = 0; i < b->nops; i++) n += gm_op_nbuffers(&b->ops[i]);
+    return n;
+}
+
 uint64_t gm_block_flops(const gm_block *b, gm_shape in)
 {
     gm_shape shapes[GM_BLOCK_MAX_OPS];

@@ -57,6 +57,8 @@ gm_status gm_block_infer(const gm_block *b, gm_shape in, gm_shape *out, gm_error
 void gm_block_shapes(const gm_block *b, gm_shape in, gm_shape *shapes);
 
 size_t gm_block_nparams(const gm_block *b);
+/* Non-trained state (BatchNorm running statistics) of every op. */
+size_t gm_block_nbuffers(const gm_block *b);
 uint64_t gm_block_flops(const gm_block *b, gm_shape in);
 
 #endif

@@ -945,3 +945,12 @@ gm_status gm_mfile_copy(gm_mfile *dst, const gm_mfile *src, gm_error *err)
     memcpy(dst->buffers, src->buffers, sizeof(float) * src->nbuffers);
     return GM_OK;
 }
+
+void gm_mfile_block_offsets(const gm_mfile *m, int b, size_t *par, size_t *buf)
+{
+    *par = *buf = 0;
+    for (int k = 0; k < b && k < m->nblocks; k++) {
+        *par += gm_block_nparams(&m->blocks[k]);
+        *buf += gm_block_nbuffers(&m->blocks[k]);
+    }
+}

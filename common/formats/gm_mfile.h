@@ -86,6 +86,8 @@ gm_status gm_mfile_from_bytes(gm_mfile *m, const void *buf, size_t len, gm_error
 
 /* A deep copy of src into dst (dst is overwritten; free it first if it held anything). */
 gm_status gm_mfile_copy(gm_mfile *dst, const gm_mfile *src, gm_error *err);
+/* Where block b's parameters and buffers start in m->params and m->buffers. */
+void gm_mfile_block_offsets(const gm_mfile *m, int b, size_t *par, size_t *buf);
 /* Index of a task by name, or -1. */
 int gm_mfile_task_index(const gm_mfile *m, const char *name);
 void gm_mfile_free(gm_mfile *m);

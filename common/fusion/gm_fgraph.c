@@ -469,13 +469,6 @@ gm_status gm_fgraph_decode(gm_fgraph *g, const int32_t *buf, int n, const gm_mfi
 
 /* ---- weights -------------------------------------------------------------- */
 
-static size_t block_nbuffers(const gm_block *b)
-{
-    size_t n = 0;
-    for (int i = 0; i < b->nops; i++) n += gm_op_nbuffers(&b->ops[i]);
-    return n;
-}
-
 /* PyTorch's default initialisation, as gm_net does it (uniform +-1/sqrt(fan_in); BN 1, 0; stats 0, 1). */
 static void init_block(const gm_block *b, float *par, float *buf, gm_rng *rng)
 {
@@ -547,12 +540,9 @@ static gm_status copy_weights(const gm_fgraph *g, int i, const gm_mfile *src, in
                             i, gm_block_kind_name(want->kind), gm_block_nparams(want), gm_block_kind_name(have->kind),
                             gm_block_nparams(have), have->nops, g->nodes[i].w.elite >= 0 ? "elite" : "model",
                             g->nodes[i].w.elite >= 0 ? g->nodes[i].w.elite : g->nodes[i].model, blk);
-    size_t po = 0, bo = 0;
-    for (int k = 0; k < blk; k++) {
-        po += gm_block_nparams(&src->blocks[k]);
-        bo += block_nbuffers(&src->blocks[k]);
-    }
-    size_t np = gm_block_nparams(want), nb = block_nbuffers(want);
+    size_t po, bo;
+    gm_mfile_block_offsets(src, blk, &po, &bo);
+    size_t np = gm_block_nparams(want), nb = gm_block_nbuffers(want);
     if (po + np > src->nparams || bo + nb > src->nbuffers)
         return gm_error_set(err, GM_EFORMAT, "fused model: node %d: source block %d lies past its file's weights", i,
                             blk);
@@ -596,7 +586,7 @@ static void fill_meta(const gm_fgraph *g, const gm_wstore *st, gm_mfile *m)
     m->nblocks = g->nnodes;
     for (int i = 0; i < g->nnodes; i++) {
         m->nparams += gm_block_nparams(&g->nodes[i].block);
-        m->nbuffers += block_nbuffers(&g->nodes[i].block);
+        m->nbuffers += gm_block_nbuffers(&g->nodes[i].block);
     }
 }
 
@@ -629,7 +619,7 @@ gm_status gm_fgraph_to_mfile(const gm_fgraph *g, const gm_wstore *store, uint64_
         if (s == GM_OK && src) s = copy_weights(g, i, src, blk, m->params + po, m->buffers + bo, err);
         if (s == GM_OK && !src) init_block(&g->nodes[i].block, m->params + po, m->buffers + bo, &rng);
         po += gm_block_nparams(&g->nodes[i].block);
-        bo += block_nbuffers(&g->nodes[i].block);
+        bo += gm_block_nbuffers(&g->nodes[i].block);
     }
     if (s != GM_OK) gm_mfile_free(m);
     return s;
