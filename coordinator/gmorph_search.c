@@ -105,12 +105,14 @@ static void show(void *ctx, const gm_search_event *e)
         if (e->budget_s > 0 && e->budget_s - e->elapsed_s < left_s) left_s = e->budget_s - e->elapsed_s;
         snprintf(eta, sizeof eta, ", %.0f/h, ETA %.0f min", rate, left_s > 0 ? left_s / 60.0 : 0.0);
     }
+    char best[32] = "best: none passed yet";
+    if (!isnan(e->best_speedup)) snprintf(best, sizeof best, "best %.2fx", e->best_speedup);
     if (e->error)
         fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes  failed: %s\n", e->id, e->iteration, src, e->nodes, e->error);
     else if (e->val)
         fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes %8.3f ms %5.2fx  %-8s after %2d epochs, worst drop %+6.2f  "
-                        "(best %.2fx%s)\n", e->id, e->iteration, src, e->nodes, e->latency_ms, e->speedup, e->status,
-                e->epochs, 100.0 * e->worst_drop, e->best_speedup, eta);
+                        "(%s%s)\n", e->id, e->iteration, src, e->nodes, e->latency_ms, e->speedup, e->status,
+                e->epochs, 100.0 * e->worst_drop, best, eta);
     else
         fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes  %s\n", e->id, e->iteration, src, e->nodes, e->status);
 }
