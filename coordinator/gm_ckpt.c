@@ -270,19 +270,23 @@ typedef enum { COL_I32, COL_STATUS, COL_U64, COL_I64, COL_F64 } col_kind;
 typedef struct {
     const char *name;
     col_kind kind;
-    size_t off; /* of the field in gm_ckpt_cand */
+    size_t off;   /* of the field in gm_ckpt_cand */
+    int optional; /* added after the first files: NaN (float64 only) where a file lacks it */
 } column;
 
-#define COLUMN(field, kind) {#field, kind, offsetof(gm_ckpt_cand, field)}
+#define COLUMN(field, kind) {#field, kind, offsetof(gm_ckpt_cand, field), 0}
+#define LATER(field) {#field, COL_F64, offsetof(gm_ckpt_cand, field), 1}
 static const column COLUMNS[] = {
     COLUMN(id, COL_I32),          COLUMN(iteration, COL_I32),       COLUMN(source, COL_I32),
     COLUMN(status, COL_STATUS),   COLUMN(worker, COL_I32),          COLUMN(nodes, COL_I32),
     COLUMN(epochs, COL_I32),      COLUMN(location, COL_U64),        COLUMN(topology, COL_U64),
     COLUMN(params, COL_I64),      COLUMN(mflops, COL_F64),          COLUMN(latency_ms, COL_F64),
     COLUMN(base_latency_ms, COL_F64), COLUMN(speedup, COL_F64),     COLUMN(worst_drop, COL_F64),
-    COLUMN(seconds, COL_F64),     COLUMN(finished_s, COL_F64),
+    COLUMN(seconds, COL_F64),     LATER(finished_s),                LATER(drop0),
+    LATER(predicted),
 };
 #undef COLUMN
+#undef LATER
 enum { NCOLUMNS = sizeof COLUMNS / sizeof COLUMNS[0] };
 
 static hid_t col_type(col_kind k)
@@ -644,8 +648,9 @@ static gm_status read_columns(hid_t g, gm_ckpt *c, void *buf, const char *file, 
     gm_error e;
     hsize_t dims[2] = {(hsize_t)n, (hsize_t)nt};
     for (int k = 0; k < NCOLUMNS; k++) {
-        if (!strcmp(COLUMNS[k].name, "finished_s") && H5Lexists(g, "finished_s", H5P_DEFAULT) <= 0) {
-            for (int i = 0; i < n; i++) c->cand[i].finished_s = NAN; /* written before the column existed */
+        if (COLUMNS[k].optional && H5Lexists(g, COLUMNS[k].name, H5P_DEFAULT) <= 0) {
+            const double nan = NAN; /* written before the column existed */
+            for (int i = 0; i < n; i++) memcpy((char *)&c->cand[i] + COLUMNS[k].off, &nan, sizeof nan);
             continue;
         }
         if (gm_h5_read(g, COLUMNS[k].name, col_type(COLUMNS[k].kind), 1, dims, buf, &e) != GM_OK)

@@ -26,7 +26,9 @@
  *                     them, comma-separated, in value order), worker, nodes,
  *                     epochs (int32); location, topology (uint64); params
  *                     (int64); mflops, latency_ms, base_latency_ms, speedup,
- *                     worst_drop, seconds (float64); val (rows x tasks,
+ *                     worst_drop, seconds, finished_s, drop0, predicted
+                     (float64; the last three NaN when a file predates
+                     them); val (rows x tasks,
  *                     float64); enc_offset (int64, rows + 1) and enc (int32):
  *                     candidate i's graph encoding (gm_fgraph_encode) is
  *                     enc[enc_offset[i] .. enc_offset[i+1])
@@ -80,6 +82,8 @@ typedef struct {
     long long params;
     double mflops, latency_ms, base_latency_ms, speedup, worst_drop, seconds;
     double finished_s;        /* the sweep's elapsed time (across resumes) when it was recorded */
+    double drop0;             /* the worst drop before any fine-tuning step (NAN: not measured) */
+    double predicted;         /* the guide's predicted cost of its new merges (NAN: GMorph's uniform draw) */
     double val[GM_MF_MAX_TASKS]; /* NAN where not fine-tuned */
     int enc_len;
     int32_t *enc;             /* owned by the row (malloc) */

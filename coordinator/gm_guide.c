@@ -424,9 +424,11 @@ static gm_status draw(const gm_guide *gd, const gm_fgraph *g, const gm_merge *li
     return GM_OK;
 }
 
-gm_status gm_guide_mutate(const gm_guide *gd, gm_fgraph *g, gm_rng *rng, int n, int relaxed_below, gm_error *err)
+gm_status gm_guide_mutate(const gm_guide *gd, gm_fgraph *g, gm_rng *rng, int n, int relaxed_below, double *predicted,
+                          gm_error *err)
 {
     gm_status st = GM_OK;
+    if (predicted) *predicted = 0.0;
     for (int step = 0; st == GM_OK && step < n; step++) {
         const int ns = gm_mutate_list(g, 0, NULL, 0);
         const int relaxed = relaxed_below > 0 && ns < relaxed_below;
@@ -439,6 +441,7 @@ gm_status gm_guide_mutate(const gm_guide *gd, gm_fgraph *g, gm_rng *rng, int n, 
         gm_mutate_list(g, relaxed, list, total);
         st = draw(gd, g, list, total, rng, &m, err);
         free(list);
+        if (st == GM_OK && predicted) *predicted += gm_guide_cost(gd, g, m);
         if (st == GM_OK) st = gm_mutate_apply(g, m, err);
     }
     return st;

@@ -64,7 +64,10 @@ double gm_guide_cost(const gm_guide *gd, const gm_fgraph *g, gm_merge m);
  * As gm_mutate_random: n merges applied to g one after the other, each drawn
  * from the merges of the graph as it then is (relaxed ones too while fewer
  * than relaxed_below strict ones exist), with the guide's probabilities.
+ * *predicted (may be NULL): the sum of the drawn merges' costs, a rough
+ * prediction of the candidate's drop before fine-tuning.
  */
-gm_status gm_guide_mutate(const gm_guide *gd, gm_fgraph *g, gm_rng *rng, int n, int relaxed_below, gm_error *err);
+gm_status gm_guide_mutate(const gm_guide *gd, gm_fgraph *g, gm_rng *rng, int n, int relaxed_below, double *predicted,
+                          gm_error *err);
 
 #endif

@@ -38,7 +38,7 @@ gm_status gm_results_open(gm_results **out_r, const char *out, const char (*task
         return GM_EIO;
     }
     fprintf(R->csv, "id,iteration,source,status,worker,location,topology,nodes,params,mflops,latency_ms,"
-                    "base_latency_ms,speedup,epochs,worst_drop,seconds,finished_s");
+                    "base_latency_ms,speedup,epochs,worst_drop,seconds,finished_s,drop0,predicted");
     for (int t = 0; t < ntasks; t++) fprintf(R->csv, ",val_%s", R->task[t]);
     fputc('\n', R->csv);
     *out_r = R;
@@ -58,10 +58,10 @@ void gm_results_row(gm_results *R, const gm_ckpt_cand *r)
     const int n = R->ntasks, tuned = r->status == GM_CAND_PASSED || r->status == GM_CAND_FAILED ||
                                      r->status == GM_CAND_ABORTED;
     const char *st = gm_cand_status_name(r->status);
-    fprintf(R->csv, "%d,%d,%d,%s,%d,%016llx,%016llx,%d,%lld,%.3f,%.4f,%.4f,%.3f,%d,%.5f,%.2f,%.2f", r->id,
+    fprintf(R->csv, "%d,%d,%d,%s,%d,%016llx,%016llx,%d,%lld,%.3f,%.4f,%.4f,%.3f,%d,%.5f,%.2f,%.2f,%.5f,%.5f", r->id,
             r->iteration, r->source, st, r->worker, (unsigned long long)r->location, (unsigned long long)r->topology,
             r->nodes, r->params, r->mflops, r->latency_ms, r->base_latency_ms, r->speedup, r->epochs, r->worst_drop,
-            r->seconds, r->finished_s);
+            r->seconds, r->finished_s, r->drop0, r->predicted);
     for (int t = 0; t < n; t++) fprintf(R->csv, ",%.5f", r->val[t]);
     fputc('\n', R->csv);
     fprintf(R->jsonl, "{\"id\": %d, \"iteration\": %d, \"source\": %d, \"status\": \"%s\", \"worker\": %d, "
@@ -75,7 +75,9 @@ void gm_results_row(gm_results *R, const gm_ckpt_cand *r)
                 r->latency_ms, r->base_latency_ms, r->speedup, r->epochs, r->worst_drop);
         for (int t = 0; t < n; t++) fprintf(R->jsonl, "%s\"%s\": %.5f", t ? ", " : "", R->task[t], r->val[t]);
         fprintf(R->jsonl, "}, ");
+        if (!isnan(r->drop0)) fprintf(R->jsonl, "\"drop0\": %.5f, ", r->drop0);
     }
+    if (!isnan(r->predicted)) fprintf(R->jsonl, "\"predicted\": %.5f, ", r->predicted);
     fprintf(R->jsonl, "\"seconds\": %.2f, \"finished_s\": %.2f}\n", r->seconds, r->finished_s);
     fflush(R->csv);
     fflush(R->jsonl);

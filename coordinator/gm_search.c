@@ -35,7 +35,7 @@ static gm_ckpt_cand *new_row(gm_search *S, gm_error *err)
     memset(r, 0, sizeof *r);
     r->id = S->nrows++;
     r->worker = -1;
-    r->latency_ms = r->base_latency_ms = r->speedup = r->worst_drop = NAN;
+    r->latency_ms = r->base_latency_ms = r->speedup = r->worst_drop = r->drop0 = r->predicted = NAN;
     for (int t = 0; t < GM_MF_MAX_TASKS; t++) r->val[t] = NAN;
     return r;
 }
@@ -89,7 +89,8 @@ static void announce(gm_search *S, gm_ckpt_cand *r, const char *error)
     gm_search_event e = {.id = r->id, .iteration = r->iteration, .source = r->source,
                          .status = gm_cand_status_name(r->status), .worker = r->worker, .nodes = r->nodes,
                          .epochs = r->epochs, .params = (size_t)r->params, .mflops = r->mflops,
-                         .latency_ms = r->latency_ms, .worst_drop = r->worst_drop, .seconds = r->seconds,
+                         .latency_ms = r->latency_ms, .worst_drop = r->worst_drop, .drop0 = r->drop0,
+                         .predicted = r->predicted, .seconds = r->seconds,
                          .base_latency_ms = r->base_latency_ms, .speedup = r->speedup,
                          .val = tuned && !isnan(r->worst_drop) ? r->val : NULL, .error = error,
                          .best_speedup = S->best_id >= 0 ? S->rows[S->best_id].speedup : NAN, .done = S->done,
@@ -271,7 +272,9 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
         *S->cand = src ? *src->g : *S->orig;
         S->T *= c->alpha;
         gm_error merr;
-        gm_status ms = S->o.guide ? gm_guide_mutate(S->o.guide, S->cand, &S->rng, c->merges, c->relaxed_below, &merr)
+        double predicted = NAN;
+        gm_status ms = S->o.guide ? gm_guide_mutate(S->o.guide, S->cand, &S->rng, c->merges, c->relaxed_below,
+                                                    &predicted, &merr)
                                   : gm_mutate_random(S->cand, &S->rng, c->merges, c->relaxed_below, &merr);
         if (ms != GM_OK) continue; /* nothing to merge */
         const uint64_t loc = gm_fgraph_location_hash(S->cand), top = gm_fgraph_topology_hash(S->cand);
@@ -280,6 +283,7 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
         if (!r) return GM_ENOMEM;
         r->iteration = it;
         r->source = src ? src->id : -1;
+        r->predicted = predicted;
         r->status = GM_CAND_PENDING;
         r->location = loc;
         r->topology = top;
@@ -344,6 +348,7 @@ gm_status gm_search_record(gm_search *S, gm_result *res, int worker, const char 
                                                                                             : GM_CAND_FAILED;
         r->epochs = f->epochs;
         r->worst_drop = f->worst_drop;
+        r->drop0 = f->first_drop;
         r->seconds = f->seconds;
         r->latency_ms = res->latency_ms;
         r->base_latency_ms = res->base_latency_ms;

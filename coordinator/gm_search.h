@@ -48,6 +48,8 @@ typedef struct {
     int nodes, epochs;
     size_t params;
     double mflops, latency_ms, worst_drop, seconds;
+    double drop0;            /* the worst drop before fine-tuning (NAN: not measured) */
+    double predicted;        /* the guide's prediction of it (NAN: not guided) */
     double base_latency_ms;  /* the originals one after the other, timed alternately with it */
     double speedup;          /* base_latency_ms / latency_ms */
     const double *val;       /* per task (NULL unless fine-tuned) */

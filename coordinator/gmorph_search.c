@@ -105,14 +105,15 @@ static void show(void *ctx, const gm_search_event *e)
         if (e->budget_s > 0 && e->budget_s - e->elapsed_s < left_s) left_s = e->budget_s - e->elapsed_s;
         snprintf(eta, sizeof eta, ", %.0f/h, ETA %.0f min", rate, left_s > 0 ? left_s / 60.0 : 0.0);
     }
-    char best[32] = "best: none passed yet";
+    char best[32] = "best: none passed yet", before[32] = "";
+    if (!isnan(e->drop0) && e->epochs > 0) snprintf(before, sizeof before, " (%+.2f before)", 100.0 * e->drop0);
     if (!isnan(e->best_speedup)) snprintf(best, sizeof best, "best %.2fx", e->best_speedup);
     if (e->error)
         fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes  failed: %s\n", e->id, e->iteration, src, e->nodes, e->error);
     else if (e->val)
-        fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes %8.3f ms %5.2fx  %-8s after %2d epochs, worst drop %+6.2f  "
+        fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes %8.3f ms %5.2fx  %-8s after %2d epochs, worst drop %+6.2f%s  "
                         "(%s%s)\n", e->id, e->iteration, src, e->nodes, e->latency_ms, e->speedup, e->status,
-                e->epochs, 100.0 * e->worst_drop, best, eta);
+                e->epochs, 100.0 * e->worst_drop, before, best, eta);
     else
         fprintf(stderr, "[%4d] it %4d from %-9s %3d nodes  %s\n", e->id, e->iteration, src, e->nodes, e->status);
 }

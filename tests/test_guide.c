@@ -84,7 +84,9 @@ static double free_share(fixture *f, int n)
     int cheap = 0;
     for (int k = 0; k < n; k++) {
         memcpy(g, orig, sizeof *g);
-        assert_ok(gm_guide_mutate(f->guide, g, &rng, 1, 0, &err), err);
+        double pred = -1.0;
+        assert_ok(gm_guide_mutate(f->guide, g, &rng, 1, 0, &pred, &err), err);
+        assert_true(pred >= 0.0 && isfinite(pred));
         /* the merged graph lost FLOPs; was the map it made b read the one b was trained on? */
         assert_true(gm_fgraph_flops(g) < gm_fgraph_flops(orig));
         int shared = 0; /* a node of one copy reading the other copy's previous layer: a shared prefix */
@@ -95,6 +97,7 @@ static double free_share(fixture *f, int n)
                 shared = 1;
         }
         cheap += shared;
+        if (shared) assert_true(pred < 1e-3); /* the predicted cost of a free merge: the copies agree */
     }
     free(g);
     free(orig);

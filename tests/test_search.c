@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gm_ckpt.h"
 #include "gm_make.h"
 #include "gm_mfile.h"
 #include "gm_models.h"
@@ -139,6 +140,22 @@ static void test_tiny_search(void **state)
     assert_int_equal(count_lines(p), s.candidates + 1);
     snprintf(p, sizeof p, "%s/run/candidates.jsonl", c->dir);
     assert_int_equal(count_lines(p), s.candidates);
+    /*
+     * The checkpoint's rows: every fine-tuned candidate has its drop before any
+     * step (its final drop when it passed with none); gm_search_run draws
+     * merges without the guide (gmorph-search opens it), so nothing predicted.
+     */
+    gm_ckpt ck;
+    snprintf(p, sizeof p, "%s/run/search.h5", c->dir);
+    if (gm_ckpt_load(p, &ck, &err) != GM_OK) fail_msg("%s", err.msg);
+    for (int i = 0; i < ck.ncand; i++) {
+        const gm_ckpt_cand *r = &ck.cand[i];
+        assert_true(isnan(r->predicted));
+        if (r->status != GM_CAND_PASSED && r->status != GM_CAND_FAILED && r->status != GM_CAND_ABORTED) continue;
+        assert_true(isfinite(r->drop0));
+        if (r->epochs == 0) assert_true(r->drop0 == r->worst_drop);
+    }
+    gm_ckpt_free(&ck);
     /* best.h5 is a runnable fused model with three tasks and the summary's test accuracies. */
     gm_mfile m = {0};
     snprintf(p, sizeof p, "%s/run/best.h5", c->dir);

@@ -403,6 +403,7 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
                       gm_error *err)
 {
     memset(r, 0, sizeof *r);
+    r->first_drop = NAN;
     const double t0 = gm_now_s();
     gm_backend *be = gm_net_backend(net);
     const gm_ft_group *g = grouped(o->group) ? o->group : NULL;
@@ -449,6 +450,7 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
             st = eval_group(net, heads, d, g, r->val, err);
             if (st != GM_OK) break;
             r->worst_drop = worst_drop(d, r->val);
+            if (e == 0) r->first_drop = r->worst_drop;
             if (r->worst_drop <= o->threshold) {
                 r->status = GM_FT_PASSED;
                 break;

@@ -156,6 +156,7 @@ typedef struct {
     int epochs;                      /* epochs actually trained */
     double val[GM_MF_MAX_TASKS];     /* accuracy at the last check */
     double worst_drop;               /* max over tasks of orig_val - val */
+    double first_drop;               /* the worst drop at the first check, before any step (NAN: none) */
     double seconds;
     int interrupted;                 /* stopped by opts.stop: no verdict */
 } gm_ft_result;

@@ -111,7 +111,7 @@ done:
     return st;
 }
 
-enum { RH_ID, RH_STATUS, RH_EPOCHS, RH_DROP, RH_SECONDS, RH_LAT, RH_BASE, RH_BYTES, RH_ERROR, RH_VAL };
+enum { RH_ID, RH_STATUS, RH_EPOCHS, RH_DROP, RH_SECONDS, RH_LAT, RH_BASE, RH_BYTES, RH_ERROR, RH_DROP0, RH_VAL };
 enum { RH_N = RH_VAL + GM_MF_MAX_TASKS };
 
 gm_status gm_wire_send_result(const gm_result *r, const char *error, int dest, MPI_Comm comm, gm_error *err)
@@ -123,7 +123,8 @@ gm_status gm_wire_send_result(const gm_result *r, const char *error, int dest, M
     const size_t elen = error ? strlen(error) + 1 : 0;
     double h[RH_N] = {[RH_ID] = r->id, [RH_STATUS] = r->ft.status, [RH_EPOCHS] = r->ft.epochs,
                       [RH_DROP] = r->ft.worst_drop, [RH_SECONDS] = r->ft.seconds, [RH_LAT] = r->latency_ms,
-                      [RH_BASE] = r->base_latency_ms, [RH_BYTES] = (double)n, [RH_ERROR] = (double)elen};
+                      [RH_BASE] = r->base_latency_ms, [RH_BYTES] = (double)n, [RH_ERROR] = (double)elen,
+                      [RH_DROP0] = r->ft.first_drop};
     for (int t = 0; t < GM_MF_MAX_TASKS; t++) h[RH_VAL + t] = r->ft.val[t];
     MPI_TRY(MPI_Send(h, RH_N, MPI_DOUBLE, dest, GM_TAG_RESULT, comm), "sending a result");
     if (n) MPI_TRY(MPI_Send(bytes, (int)n, MPI_BYTE, dest, GM_TAG_RESULT, comm), "sending a result");
@@ -146,6 +147,7 @@ gm_status gm_wire_recv_result(gm_result *r, char *error, size_t cap, int src, MP
     r->ft.status = (gm_ft_status)(int)h[RH_STATUS];
     r->ft.epochs = (int)h[RH_EPOCHS];
     r->ft.worst_drop = h[RH_DROP];
+    r->ft.first_drop = h[RH_DROP0];
     r->ft.seconds = h[RH_SECONDS];
     r->latency_ms = h[RH_LAT];
     r->base_latency_ms = h[RH_BASE];

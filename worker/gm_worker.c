@@ -2,6 +2,7 @@
 #include "gm_worker.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,7 @@ gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error 
 {
     const gm_search_config *c = w->o.config;
     memset(r, 0, sizeof *r);
+    r->ft.first_drop = NAN; /* until a fine-tune measures it */
     r->id = job->id;
     gm_mfile m = {0};
     gm_net *net = NULL;
