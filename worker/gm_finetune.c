@@ -444,9 +444,10 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
     double ep[256], curve[GM_MF_MAX_TASKS][256];
     int npts = 0;
     const long per_epoch = d->nft / B;
+    int last = o->max_epochs; /* the budget, extended once at most */
     r->status = GM_FT_FAILED;
     for (int e = 0; st == GM_OK; e++) {
-        if (e % o->check_every == 0 || e == o->max_epochs) {
+        if (e % o->check_every == 0 || e == last) {
             st = eval_group(net, heads, d, g, r->val, err);
             if (st != GM_OK) break;
             r->worst_drop = worst_drop(d, r->val);
@@ -460,17 +461,24 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
                 for (int t = 0; t < n; t++) curve[t][npts] = r->val[t];
                 npts++;
             }
+            if (e == last && last == o->max_epochs && o->extra_epochs > 0 && o->abort_check && npts >= 3) {
+                int reach = 1;
+                for (int t = 0; t < n && reach; t++)
+                    if (d->orig_val[t] - r->val[t] > o->threshold)
+                        reach = !o->abort_check(o->abort_ctx, ep, curve[t], npts, last + o->extra_epochs,
+                                                d->orig_val[t] - o->threshold);
+                if (reach) last += o->extra_epochs;
+            }
             int abort = 0;
             for (int t = 0; o->abort_check && t < n && !abort; t++)
                 if (d->orig_val[t] - r->val[t] > o->threshold)
-                    abort = o->abort_check(o->abort_ctx, ep, curve[t], npts, o->max_epochs,
-                                           d->orig_val[t] - o->threshold);
+                    abort = o->abort_check(o->abort_ctx, ep, curve[t], npts, last, d->orig_val[t] - o->threshold);
             if (abort) {
                 r->status = GM_FT_ABORTED;
                 break;
             }
         }
-        if (e == o->max_epochs) break;
+        if (e == last) break;
         gm_ds_epoch_order(d->nft, o->seed, e, order);
         for (long b = 0; st == GM_OK && b < per_epoch; b++) {
             if (o->stop && *o->stop) {
@@ -481,7 +489,7 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
             if (o->cosine) /* per step, reaching 0 at the end of the budget */
                 gm_optim_set_lr(opt, (float)(0.5 * o->lr *
                                              (1.0 + cos(3.14159265358979 * (double)(e * per_epoch + b) /
-                                                        ((double)o->max_epochs * per_epoch)))));
+                                                        ((double)last * per_epoch)))));
             for (int i = 0; i < m; i++) memcpy(x + (size_t)i * d->numel, d->x_ft + (size_t)rows[i] * d->numel,
                                                sizeof(float) * d->numel);
             for (int t = 0; t < n; t++)

@@ -116,7 +116,7 @@ typedef struct {
      * evaluated with. 0: batch statistics, updated running averages.
      */
     int frozen_bn;
-    int cosine;          /* 1: lr decays as a half cosine over max_epochs; 0: constant */
+    int cosine;          /* 1: lr decays as a half cosine over the budget (stretched if extended); 0: constant */
     double threshold;    /* allowed accuracy drop per task (0.01 = 1 point) */
     /*
      * Early abort (the predictive filter's learning-curve rule lives with the
@@ -126,6 +126,13 @@ typedef struct {
      */
     int (*abort_check)(void *ctx, const double *epoch, const double *acc, int n, int max_epoch, double target);
     void *abort_ctx;
+    /*
+     * A candidate still short at max_epochs gets up to extra_epochs more, once,
+     * when every task short of its target has 3 checks or more and abort_check
+     * does not abort it at the longer horizon: a fixed budget would throw away
+     * a fine-tune about to pass. 0 (or no abort_check): GMorph's fixed budget.
+     */
+    int extra_epochs;
     uint64_t seed;
     const gm_ft_group *group; /* NULL (or size 1): this rank alone; else see gm_ft_group */
     /*

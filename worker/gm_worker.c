@@ -216,7 +216,7 @@ gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error 
                     .lr = (float)c->lr, .frozen_bn = c->bn == GM_BN_FROZEN, .cosine = c->cosine,
                     .threshold = c->threshold, .seed = c->seed + (uint64_t)job->id,
                     .abort_check = c->filter_curve ? w->o.abort_check : NULL, .group = w->o.group,
-                    .stop = w->o.stop};
+                    .extra_epochs = c->gmorph_mode ? 0 : c->ft_extra_epochs, .stop = w->o.stop};
     gm_ft_feature features[GM_STITCH_MAX_SITES];
     gm_net *elite_teacher = NULL;
     char train_block[GM_FG_MAX_NODES];

@@ -22,10 +22,11 @@ void gm_search_defaults(gm_search_config *c)
     c->relaxed_below = 4;
     c->guided = 1;
     c->guide_explore = 0.25;
-    c->guide_cost_scale = 0.05;
+    c->guide_cost_scale = 0.02; /* results/fusion.md, section 5: the demo on two seeds */
     c->ft_samples = 5000;
     c->val_samples = 2000;
     c->ft_epochs = 10;
+    c->ft_extra_epochs = 2;
     c->check_every = 1;
     c->batch = 64;
     c->lr = 1e-3;
@@ -106,7 +107,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
     static const char *const mut_keys[] = {"merges", "relaxed_below", "guided", "explore", "cost_scale", NULL};
     static const char *const ft_keys[] = {"samples", "val_samples", "epochs", "check_every", "batch", "lr",
-                                                 "bn", "schedule", "features", "scope", NULL};
+                                                 "bn", "schedule", "features", "scope", "extra_epochs", NULL};
     static const char *const flt_keys[] = {"dominance", "curve", NULL};
     static const char *const lat_keys[] = {"warmup", "runs", NULL};
     const gm_json *models = gm_json_get(root, "models"), *data = gm_json_get(root, "data"), *sec;
@@ -161,6 +162,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = get_long(sec, "samples", 1, 100000000, &c->ft_samples, err);
     if (st == GM_OK) st = get_long(sec, "val_samples", 0, 100000000, &c->val_samples, err);
     if (st == GM_OK) st = get_int(sec, "epochs", 0, 10000, &c->ft_epochs, err);
+    if (st == GM_OK) st = get_int(sec, "extra_epochs", 0, 10000, &c->ft_extra_epochs, err);
     if (st == GM_OK) st = get_int(sec, "check_every", 1, 10000, &c->check_every, err);
     if (st == GM_OK) st = get_int(sec, "batch", 2, 65536, &c->batch, err);
     if (st == GM_OK) st = gm_json_get_double(sec, "lr", 0, 1e-12, 100.0, &c->lr, err);
@@ -256,6 +258,7 @@ char *gm_search_config_to_json(const gm_search_config *c)
     cJSON_AddNumberToObject(s, "samples", (double)c->ft_samples);
     cJSON_AddNumberToObject(s, "val_samples", (double)c->val_samples);
     cJSON_AddNumberToObject(s, "epochs", c->ft_epochs);
+    cJSON_AddNumberToObject(s, "extra_epochs", c->ft_extra_epochs);
     cJSON_AddNumberToObject(s, "check_every", c->check_every);
     cJSON_AddNumberToObject(s, "batch", c->batch);
     cJSON_AddNumberToObject(s, "lr", c->lr);

@@ -46,6 +46,7 @@ typedef struct {
     double guide_cost_scale;  /* mutation.cost_scale */
     long ft_samples, val_samples;
     int ft_epochs, check_every, batch;
+    int ft_extra_epochs;   /* finetune.extra_epochs: more for a candidate whose curve reaches the target (gm_finetune.h) */
     double lr;
     gm_bn_mode bn;         /* finetune.bn */
     int cosine;            /* finetune.schedule: 1 "cosine", 0 "constant" */

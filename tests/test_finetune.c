@@ -1,0 +1,93 @@
+/*
+ * gm_finetune's budget: the extension past max_epochs (gm_ft_opts.extra_epochs)
+ * is granted once, only when the learning-curve check does not abort at the
+ * longer horizon, and never in GMorph's fixed-budget setting (extra 0).
+ * The net and data are dp_fixture's tiny two-task ones, run alone; with
+ * orig_val 1 and threshold 0 no run can pass early unless it is exact.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "dp_fixture.h"
+#include "gm_backend.h"
+#include "test_util.h"
+
+typedef struct {
+    int calls;
+    int max_horizon;   /* the largest horizon asked about */
+    int refuse_beyond; /* abort when asked about a horizon beyond this (0: never abort) */
+} recorder;
+
+static int record(void *ctx, const double *epoch, const double *acc, int n, int max_epoch, double target)
+{
+    (void)epoch, (void)acc, (void)n, (void)target;
+    recorder *r = ctx;
+    r->calls++;
+    if (max_epoch > r->max_horizon) r->max_horizon = max_epoch;
+    return r->refuse_beyond > 0 && max_epoch > r->refuse_beyond;
+}
+
+/* One fine-tune of 3 epochs plus `extra` with the recorder as the curve check; returns epochs trained. */
+static int run(int extra, recorder *rec, gm_ft_result *res)
+{
+    gm_error err;
+    gm_ft_data d;
+    gm_backend *be = NULL;
+    gm_net *net = NULL;
+    assert_ok(dp_make_data(&d, &err), err);
+    assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
+    assert_ok(dp_make_net(&net, be, GM_FT_EVAL_BATCH, 7, &err), err);
+    const gm_ft_opts o = {.max_epochs = 3, .check_every = 1, .batch = 8, .lr = 1e-2f, .threshold = 0.0, .seed = 11,
+                          .abort_check = rec ? record : NULL, .abort_ctx = rec, .extra_epochs = extra};
+    assert_ok(gm_finetune(net, dp_heads, &d, &o, res, &err), err);
+    gm_net_free(net);
+    gm_backend_free(be);
+    gm_ft_data_free(&d);
+    return res->epochs;
+}
+
+static void extends_when_the_curve_reaches(void **state)
+{
+    (void)state;
+    recorder rec = {0};
+    gm_ft_result r;
+    if (run(2, &rec, &r) == 0 && r.status == GM_FT_PASSED) skip(); /* exact from the start: nothing to extend */
+    assert_int_equal(r.status, GM_FT_FAILED);
+    assert_int_equal(r.epochs, 5);
+    assert_int_equal(rec.max_horizon, 5); /* asked about the longer budget, and only that */
+    assert_true(isfinite(r.first_drop) && r.first_drop > 0.0);
+}
+
+static void no_extension_when_the_curve_falls_short(void **state)
+{
+    (void)state;
+    recorder rec = {.refuse_beyond = 3};
+    gm_ft_result r;
+    run(2, &rec, &r);
+    assert_int_equal(r.epochs, 3);
+    assert_int_equal(r.status, GM_FT_FAILED); /* the horizon-3 checks did not abort */
+    assert_int_equal(rec.max_horizon, 5);     /* the extension was asked about and refused */
+}
+
+static void fixed_budget_without_extra_or_curve(void **state)
+{
+    (void)state;
+    recorder rec = {0};
+    gm_ft_result r;
+    assert_int_equal(run(0, &rec, &r), 3);
+    assert_int_equal(rec.max_horizon, 3);
+    assert_int_equal(run(2, NULL, &r), 3); /* no curve check, no evidence: GMorph's budget */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(extends_when_the_curve_reaches),
+        cmocka_unit_test(no_extension_when_the_curve_falls_short),
+        cmocka_unit_test(fixed_budget_without_extra_or_curve),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
