@@ -392,6 +392,17 @@ static void freeze_blocks(gm_net *net, const char *train_block)
     }
 }
 
+/* The learning-curve check (o->abort_check) for every task short of its target: 1 if any would not reach it by horizon. */
+static int curve_aborts(const gm_ft_opts *o, const gm_ft_data *d, const double *acc, const double *ep,
+                        double (*curve)[256], int npts, int horizon)
+{
+    for (int t = 0; o->abort_check && t < d->n; t++)
+        if (d->orig_val[t] - acc[t] > o->threshold &&
+            o->abort_check(o->abort_ctx, ep, curve[t], npts, horizon, d->orig_val[t] - o->threshold))
+            return 1;
+    return 0;
+}
+
 static double worst_drop(const gm_ft_data *d, const double *acc)
 {
     double w = -1.0;
@@ -461,19 +472,10 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
                 for (int t = 0; t < n; t++) curve[t][npts] = r->val[t];
                 npts++;
             }
-            if (e == last && last == o->max_epochs && o->extra_epochs > 0 && o->abort_check && npts >= 3) {
-                int reach = 1;
-                for (int t = 0; t < n && reach; t++)
-                    if (d->orig_val[t] - r->val[t] > o->threshold)
-                        reach = !o->abort_check(o->abort_ctx, ep, curve[t], npts, last + o->extra_epochs,
-                                                d->orig_val[t] - o->threshold);
-                if (reach) last += o->extra_epochs;
-            }
-            int abort = 0;
-            for (int t = 0; o->abort_check && t < n && !abort; t++)
-                if (d->orig_val[t] - r->val[t] > o->threshold)
-                    abort = o->abort_check(o->abort_ctx, ep, curve[t], npts, last, d->orig_val[t] - o->threshold);
-            if (abort) {
+            if (e == last && last == o->max_epochs && o->extra_epochs > 0 && o->abort_check && npts >= 3 &&
+                !curve_aborts(o, d, r->val, ep, curve, npts, last + o->extra_epochs))
+                last += o->extra_epochs;
+            if (curve_aborts(o, d, r->val, ep, curve, npts, last)) {
                 r->status = GM_FT_ABORTED;
                 break;
             }

@@ -22,7 +22,7 @@ void gm_search_defaults(gm_search_config *c)
     c->relaxed_below = 4;
     c->guided = 1;
     c->guide_explore = 0.25;
-    c->guide_cost_scale = 0.02; /* results/fusion.md, section 5: the demo on two seeds */
+    c->guide_cost_scale = 0.02; /* results/fusion.md, section 4: the demo on two seeds */
     c->ft_samples = 5000;
     c->val_samples = 2000;
     c->ft_epochs = 10;
