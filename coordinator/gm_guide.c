@@ -143,6 +143,8 @@ static int cmp_double(const void *a, const void *b)
  */
 typedef struct {
     gm_net *net;
+    gm_block *blocks;          /* the model's blocks from dst on, dst's shortcut projected when at >= 0 */
+    int at;                    /* the projection's op index in blocks[0], or -1 */
     float *par, *buf, *x;      /* the suffix's weights (host), a chunk of source maps */
     size_t npar, nbuf;
 } suffix;
@@ -153,22 +155,29 @@ static gm_status suffix_open(gm_guide *gd, probe_state *p, int dst, suffix *sx, 
     const int l = p->layer[dst];
     size_t po, bo;
     gm_mfile_block_offsets(m, l, &po, &bo);
-    gm_net_desc d = {.input = l == 0 ? m->input : p->shape[dst - 1], .nblocks = m->nblocks - l,
-                     .blocks = m->blocks + l, .parent = NULL};
+    const gm_shape in = l == 0 ? m->input : p->shape[dst - 1];
+    sx->at = -1;
+    if (!(sx->blocks = malloc(sizeof(gm_block) * (size_t)(m->nblocks - l))))
+        return gm_error_set(err, GM_ENOMEM, "guide: out of memory");
+    memcpy(sx->blocks, m->blocks + l, sizeof(gm_block) * (size_t)(m->nblocks - l));
+    if (gd->o.project_shortcuts && gm_block_identity_add(&m->blocks[l]) >= 0 &&
+        gm_block_project_shortcut(&m->blocks[l], in.c, &sx->blocks[0], &sx->at, NULL) != GM_OK)
+        sx->at = -1;
+    gm_net_desc d = {.input = in, .nblocks = m->nblocks - l, .blocks = sx->blocks, .parent = NULL};
     gm_status st = gm_net_create(&sx->net, p->be, &d, CHUNK, 1, err);
-    sx->npar = m->nparams - po;
+    sx->npar = m->nparams - po + gm_block_nparams(&sx->blocks[0]) - gm_block_nparams(&m->blocks[l]);
     sx->nbuf = m->nbuffers - bo;
     sx->par = malloc(sizeof(float) * (sx->npar + 1));
     sx->buf = malloc(sizeof(float) * (sx->nbuf + 1));
     sx->x = malloc(sizeof(float) * CHUNK * gm_shape_numel(d.input));
     if (st == GM_OK && (!sx->par || !sx->buf || !sx->x)) st = gm_error_set(err, GM_ENOMEM, "guide: out of memory");
-    (void)gd;
     return st;
 }
 
 static void suffix_close(suffix *sx)
 {
     gm_net_free(sx->net);
+    free(sx->blocks);
     free(sx->par);
     free(sx->buf);
     free(sx->x);
@@ -181,12 +190,18 @@ static gm_status disagreement(gm_guide *gd, probe_state *p, const float *probe, 
     const int l = p->layer[pr->dst];
     size_t po, bo;
     gm_mfile_block_offsets(m, l, &po, &bo);
-    memcpy(sx->par, m->params + po, sizeof(float) * sx->npar);
+    if (sx->at >= 0) { /* the projected block's weights (identity shortcut), then the rest as they are */
+        const size_t own = gm_block_nparams(&m->blocks[l]), proj = gm_block_nparams(&sx->blocks[0]);
+        gm_block_project_params(&sx->blocks[0], sx->at, m->params + po, sx->par);
+        memcpy(sx->par + proj, m->params + po + own, sizeof(float) * (sx->npar - proj));
+    } else {
+        memcpy(sx->par, m->params + po, sizeof(float) * sx->npar);
+    }
     memcpy(sx->buf, m->buffers + bo, sizeof(float) * sx->nbuf);
     const gm_shape in = l == 0 ? m->input : p->shape[pr->dst - 1];
     int dropped;
-    if (gm_stitch_foldable(&m->blocks[l]) != GM_STITCH_NONE && fit->ca == in.c && fit->cb == in.c)
-        (void)gm_stitch_fold(&m->blocks[l], in, sx->par, sx->buf, fit, &dropped, NULL);
+    if (gm_stitch_foldable(&sx->blocks[0]) != GM_STITCH_NONE && fit->ca == in.c && fit->cb == in.c)
+        (void)gm_stitch_fold(&sx->blocks[0], in, sx->par, sx->buf, fit, &dropped, NULL);
     gm_backend *be = p->be;
     be->to_device(be, gm_net_params(sx->net), sx->par, sizeof(float) * sx->npar);
     be->to_device(be, gm_net_buffers(sx->net), sx->buf, sizeof(float) * sx->nbuf);

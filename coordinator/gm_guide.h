@@ -35,6 +35,7 @@ typedef struct gm_guide gm_guide;
 typedef struct {
     double explore;     /* uniform share of every draw, in [0, 1] */
     double cost_scale;  /* cost (a share of changed predictions) that divides a merge's weight by e */
+    int project_shortcuts; /* price residual blocks with their shortcut projected (gm_fgraph_project_seams) */
 } gm_guide_opts;
 
 /*

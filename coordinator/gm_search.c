@@ -277,6 +277,7 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
                                                     &predicted, &merr)
                                   : gm_mutate_random(S->cand, &S->rng, c->merges, c->relaxed_below, &merr);
         if (ms != GM_OK) continue; /* nothing to merge */
+        if (c->stitch && c->stitch_shortcuts && !c->gmorph_mode) gm_fgraph_project_seams(S->cand);
         const uint64_t loc = gm_fgraph_location_hash(S->cand), top = gm_fgraph_topology_hash(S->cand);
         const int dup = known(S, loc, top); /* asked before the candidate has a row of its own */
         gm_ckpt_cand *r = new_row(S, err);

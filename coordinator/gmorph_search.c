@@ -287,7 +287,8 @@ static gm_status open_guide(const gm_search_config *cfg, gm_worker *w, gm_backen
     gm_status st = GM_OK;
     const double t0 = gm_now_s();
     if (!be) st = gm_backend_cpu_create(&be, cfg->threads, err);
-    gm_guide_opts go = {.explore = cfg->guide_explore, .cost_scale = cfg->guide_cost_scale};
+    gm_guide_opts go = {.explore = cfg->guide_explore, .cost_scale = cfg->guide_cost_scale,
+                        .project_shortcuts = cfg->stitch && cfg->stitch_shortcuts};
     if (st == GM_OK) st = gm_guide_create(guide, gm_worker_models(w), cfg->nmodels, probe, gm_worker_probe_own(w), n, be, &go, err);
     if (be != dev) gm_backend_free(be);
     if (st == GM_OK)

@@ -4,7 +4,8 @@
  * runnable models; encodings round-trip; hashes are canonical (equal exactly
  * when an independent canonical form is equal); merges share prefixes, skip
  * layers and refuse cycles; the merge list is complete; elites' weights flow
- * into the graphs mutated from them.
+ * into the graphs mutated from them; projected shortcuts start as the identity
+ * and survive encodings.
  */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <math.h>
@@ -149,7 +150,7 @@ static int op_equal(const gm_op *a, const gm_op *b)
 static int node_equal(const gm_fnode *a, const gm_fnode *b)
 {
     if (a->model != b->model || a->layer != b->layer || a->parent != b->parent || a->task != b->task ||
-        a->w.elite != b->w.elite || a->w.node != b->w.node)
+        a->w.elite != b->w.elite || a->w.node != b->w.node || a->proj != b->proj)
         return 0;
     const gm_block *x = &a->block, *y = &b->block;
     if (x->kind != y->kind || x->nops != y->nops || x->model_id != y->model_id || x->layer_id != y->layer_id) return 0;
@@ -204,7 +205,8 @@ static void node_sig(const gm_fgraph *g, int i, int topo, char *s, size_t cap)
     if (!topo) {
         n += (size_t)snprintf(s + n, cap - n, "m%d.l%d.t%d.e%d.n%d", nd->model, nd->layer, nd->task, nd->w.elite,
                               nd->w.node);
-        if (nd->model < 0) snprintf(s + n, cap - n, ".a%dx%dx%d", out.c, out.h, out.w);
+        if (nd->model < 0) n += (size_t)snprintf(s + n, cap - n, ".a%dx%dx%d", out.c, out.h, out.w);
+        if (nd->proj) snprintf(s + n, cap - n, ".p");
         return;
     }
     n += (size_t)snprintf(s + n, cap - n, "k%d.t%d.i%dx%dx%d.o%dx%dx%d", nd->block.kind, nd->task, in.c, in.h, in.w,
@@ -384,7 +386,7 @@ static void test_random_merges_keep_invariants(void **state)
     gm_wstore st = originals(f);
     gm_rng rng;
     gm_rng_seed(&rng, 999);
-    int adapters = 0, reordered = 0;
+    int adapters = 0, reordered = 0, projected = 0;
     float x[BATCH * 3 * 16 * 16];
     gm_fill_uniform(x, sizeof x / sizeof *x, &rng, -1, 1);
     for (int s = 0; s < N; s++) {
@@ -394,6 +396,7 @@ static void test_random_merges_keep_invariants(void **state)
         int nmerge = 1 + s % 6, relaxed_below = s % 2 ? 1 << 30 : 0;
         gm_status st1 = gm_mutate_random(g, &rng, nmerge, relaxed_below, &err);
         if (st1 != GM_OK) fail_msg("graph %d: %s", s, err.msg);
+        if (s % 3 == 0) projected += gm_fgraph_project_seams(g); /* encodings, hashes and models with them too */
         assert_valid(g);
         for (int i = 0; i < g->nnodes; i++) adapters += g->nodes[i].model < 0;
         /* every head once, every node on some task's path */
@@ -459,9 +462,11 @@ static void test_random_merges_keep_invariants(void **state)
             }
         distinct += first;
     }
-    print_message("  %d graphs, %d distinct, %d adapters in all\n", N, distinct, adapters);
+    print_message("  %d graphs, %d distinct, %d adapters and %d projected shortcuts in all\n", N, distinct, adapters,
+                  projected);
     assert_true(distinct > N / 2);
     assert_true(adapters > 0);
+    assert_true(projected > 0);
     assert_true(reordered);
     for (int i = 0; i < N; i++) {
         free(canon[i][0]);
@@ -777,6 +782,92 @@ static void test_bad_models_and_encodings(void **state)
     free(g);
 }
 
+/*
+ * A residual block merged onto another model's map gets its identity shortcut
+ * projected: one more op, the same outputs until the stitch changes its
+ * weights (identity initialisation), an encoding that keeps it, hashes that
+ * tell it apart, and encodings that claim one where none can be are refused.
+ */
+static void test_projected_shortcuts(void **state)
+{
+    fixture *f = *state;
+    gm_fgraph *g = new_graph(f), *h = malloc(sizeof *h), *plain = malloc(sizeof *plain);
+    assert_non_null(h);
+    assert_non_null(plain);
+    gm_error err;
+    /* the first identity residual block of model 1, and a merge that re-parents it onto another model */
+    int b = -1;
+    for (int i = 0; i < g->nnodes && b < 0; i++)
+        if (g->nodes[i].model == 1 && gm_block_identity_add(&g->nodes[i].block) >= 0) b = i;
+    assert_true(b >= 0);
+    gm_merge ms[4 * GM_FG_MAX_NODES];
+    const int nm = gm_mutate_list(g, 0, ms, (int)(sizeof ms / sizeof *ms));
+    int k = 0;
+    while (k < nm && !(ms[k].b == b && g->nodes[ms[k].a].model != 1)) k++;
+    assert_true(k < nm);
+    const int nops = g->nodes[b].block.nops;
+    assert_ok(gm_mutate_apply(g, ms[k], &err), err);
+    copy_graph(plain, g);
+    assert_int_equal(gm_fgraph_project_seams(g), 1);
+    assert_int_equal(gm_fgraph_project_seams(g), 0); /* once */
+    int pn = -1;
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].proj) pn = i;
+    assert_true(pn >= 0);
+    assert_int_equal(g->nodes[pn].block.nops, nops + 1);
+    assert_valid(g);
+    assert_true(gm_fgraph_location_hash(g) != gm_fgraph_location_hash(plain));
+    assert_true(gm_fgraph_topology_hash(g) != gm_fgraph_topology_hash(plain));
+    /* the projection starts as the identity: every task's logits as without it */
+    gm_wstore st = originals(f);
+    gm_mfile m, mp;
+    assert_ok(gm_fgraph_to_mfile(g, &st, 1, &m, &err), err);
+    assert_ok(gm_fgraph_to_mfile(plain, &st, 1, &mp, &err), err);
+    assert_int_equal(m.nparams, gm_fgraph_nparams(g));
+    float x[BATCH * 3 * 16 * 16], *want[NMODELS], *got[NMODELS];
+    gm_rng rng;
+    gm_rng_seed(&rng, 77);
+    gm_fill_uniform(x, sizeof x / sizeof *x, &rng, -1, 1);
+    run_model(f, &mp, x, want);
+    run_model(f, &m, x, got);
+    for (int t = 0; t < NMODELS; t++)
+        gm_assert_all_close("logits with the identity projection", got[t], want[t], BATCH * m.tasks[t].classes, 1e-5,
+                            1e-5);
+    free_logits(want, NMODELS);
+    free_logits(got, NMODELS);
+    /* an elite's projected block gives its weights as they are */
+    const int eid = 7;
+    gm_wstore es = st;
+    const gm_mfile *ep[1] = {&m};
+    es.nelites = 1;
+    es.elite_ids = &eid;
+    es.elites = ep;
+    copy_graph(h, g);
+    gm_fgraph_use_elite_weights(h, eid);
+    gm_mfile me;
+    assert_ok(gm_fgraph_to_mfile(h, &es, 2, &me, &err), err);
+    assert_memory_equal(me.params, m.params, sizeof(float) * m.nparams);
+    gm_mfile_free(&me);
+    gm_mfile_free(&m);
+    gm_mfile_free(&mp);
+    /* the encoding keeps it; a flag of 2, or one on a block without an identity shortcut, is refused */
+    int32_t enc[GM_FG_ENC_HEADER + GM_FG_ENC_PER_NODE * 64];
+    const int n = gm_fgraph_encode(g, enc, (int)(sizeof enc / sizeof *enc));
+    assert_true(n > 0);
+    assert_ok(gm_fgraph_decode(h, enc, n, f->mp, NMODELS, &err), err);
+    assert_graphs_equal(h, g);
+    enc[GM_FG_ENC_HEADER + pn * GM_FG_ENC_PER_NODE + 6] = 2;
+    assert_int_equal(gm_fgraph_decode(h, enc, n, f->mp, NMODELS, &err), GM_EFORMAT);
+    assert_non_null(strstr(err.msg, "projection flag"));
+    enc[GM_FG_ENC_HEADER + pn * GM_FG_ENC_PER_NODE + 6] = 1;
+    enc[GM_FG_ENC_HEADER + 0 * GM_FG_ENC_PER_NODE + 6] = 1; /* node 0: a plain convolution block */
+    assert_int_equal(gm_fgraph_decode(h, enc, n, f->mp, NMODELS, &err), GM_EFORMAT);
+    assert_non_null(strstr(err.msg, "node 0"));
+    free(g);
+    free(h);
+    free(plain);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -788,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_relaxed_merges_insert_adapters),
         cmocka_unit_test(test_elite_weights_flow),
         cmocka_unit_test(test_bad_models_and_encodings),
+        cmocka_unit_test(test_projected_shortcuts),
         cmocka_unit_test(test_random_merges_keep_invariants),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

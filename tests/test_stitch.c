@@ -5,7 +5,8 @@
  * in the interior and, with a zero constant, everywhere (the border error of a
  * non-zero constant is measured); an adapter set to a map computes it; merging
  * two copies of one model stitches with the identity and changes no logit; on
- * a merge of two different models the fitted map leaves less error than none.
+ * a merge of two different models the fitted map leaves less error than none;
+ * a residual block's projected shortcut takes the map too, exactly.
  */
 #include <math.h>
 #include <stdio.h>
@@ -377,24 +378,33 @@ static void logits(const gm_mfile *m, int t, const float *x, int n, float *y)
  * layer - 1 (a prefix shared); stitched on a probe; returns the report and,
  * in y, task 1's logits of the fused model.
  */
-static void merge_and_stitch(const gm_mfile *a, const gm_mfile *b, int layer, gm_stitch_report *rep, float *y,
-                             const float *x, int n)
+static void merge_and_stitch_with(const gm_mfile *a, const gm_mfile *b, int layer, const gm_stitch_opts *o,
+                                  int project, gm_stitch_report *rep, float *before, float *y, const float *x, int n)
 {
     gm_fgraph *g = malloc(sizeof *g);
     gm_error err;
     const gm_mfile *mp[2] = {a, b};
     assert_ok(gm_fgraph_from_models(g, mp, 2, &err), err);
+    assert_int_equal(gm_fgraph_project_seams(g), 0); /* the originals have no seams */
     assert_ok(gm_mutate_apply(g, (gm_merge){layer, a->nblocks + layer, 0}, &err), err);
+    if (project) assert_int_equal(gm_fgraph_project_seams(g), 1);
     gm_wstore store = {2, mp, 0, NULL, NULL};
     gm_mfile m;
     assert_ok(gm_fgraph_to_mfile(g, &store, 1, &m, &err), err);
+    if (before) logits(&m, 1, x, n, before);
     gm_backend *be = cpu();
-    gm_stitch_opts o = {.ridge = 1e-6};
-    assert_ok(gm_stitch_graph(g, &m, &store, x, n, be, &o, rep, &err), err);
+    assert_ok(gm_stitch_graph(g, &m, &store, x, n, be, o, rep, &err), err);
     logits(&m, 1, x, n, y);
     gm_mfile_free(&m);
     gm_backend_free(be);
     free(g);
+}
+
+static void merge_and_stitch(const gm_mfile *a, const gm_mfile *b, int layer, gm_stitch_report *rep, float *y,
+                             const float *x, int n)
+{
+    const gm_stitch_opts o = {.ridge = 1e-6};
+    merge_and_stitch_with(a, b, layer, &o, 0, rep, NULL, y, x, n);
 }
 
 static void same_model_twice_is_identity(void **state)
@@ -457,6 +467,76 @@ static void stitch_beats_plain_merge(void **state)
     gm_mfile_free(&b);
 }
 
+static float max_abs_diff(const float *a, const float *b, int n)
+{
+    float d = 0.0f;
+    for (int i = 0; i < n; i++) d = fabsf(a[i] - b[i]) > d ? fabsf(a[i] - b[i]) : d;
+    return d;
+}
+
+/*
+ * A residual block merged onto a map its own input is an exact channel
+ * permutation of: model b's first block is model a's with its output channels
+ * reversed, so b's block 1 reads P x where the merge gives it x. The fitted
+ * map is P; folded into the block's first convolution alone, the identity
+ * shortcut still adds x in place of P x, and the logits move. With the
+ * shortcut projected (a 1x1 convolution starting as the identity, which
+ * changes nothing by itself) the map goes into both paths and b's logits come
+ * back exactly, by either fit.
+ */
+static void projected_shortcut_stitches_exactly(void **state)
+{
+    (void)state;
+    enum { N = 48, K = 4 };
+    gm_mfile a, b;
+    gm_test_random_arch(&a, "resnet10", IN, 51);
+    gm_test_random_arch(&b, "resnet10", IN, 52);
+    assert_true(gm_block_identity_add(&b.blocks[1]) >= 0);
+    /* b's block 0 := a's block 0 with output channels reversed (conv 3x3 without bias, BatchNorm, ReLU) */
+    const gm_op *cv = &a.blocks[0].ops[0];
+    const int C = cv->p.conv.cout, fan = cv->p.conv.cin * cv->p.conv.k * cv->p.conv.k;
+    assert_int_equal(cv->p.conv.bias, 0);
+    assert_int_equal(a.blocks[0].ops[1].kind, GM_OP_BATCHNORM2D);
+    for (int o = 0; o < C; o++) {
+        const int from = C - 1 - o;
+        memcpy(b.params + (size_t)o * fan, a.params + (size_t)from * fan, sizeof(float) * (size_t)fan);
+        for (int v = 0; v < 2; v++) { /* gamma, beta; running mean, variance */
+            b.params[(size_t)C * fan + (size_t)v * C + o] = a.params[(size_t)C * fan + (size_t)v * C + from];
+            b.buffers[(size_t)v * C + o] = a.buffers[(size_t)v * C + from];
+        }
+    }
+    float *x = malloc(sizeof(float) * N * gm_shape_numel(IN));
+    gm_rng rng;
+    gm_rng_seed(&rng, 9);
+    gm_fill_uniform(x, N * gm_shape_numel(IN), &rng, -1.0f, 1.0f);
+    float want[N * K], got[N * K], before[N * K], plain_before[N * K];
+    logits(&b, 0, x, N, want);
+    gm_stitch_report rep;
+    const gm_stitch_opts in_fit = {.ridge = 1e-8, .fit = GM_STITCH_FIT_INPUT};
+    const gm_stitch_opts out_fit = {.ridge = 1e-8, .fit = GM_STITCH_FIT_OUTPUT};
+
+    merge_and_stitch_with(&a, &b, 1, &in_fit, 0, &rep, plain_before, got, x, N);
+    assert_int_equal(rep.nsites, 1);
+    assert_true(rep.site[0].partial);
+    assert_true(rep.site[0].residual < 1e-6); /* the map is found exactly... */
+    const float partial = max_abs_diff(got, want, N * K);
+    print_message("permuted input, identity shortcut: logits off by %.3g after the stitch\n", partial);
+    assert_true(partial > 1e-2f); /* ...but the shortcut still adds x */
+
+    merge_and_stitch_with(&a, &b, 1, &in_fit, 1, &rep, before, got, x, N);
+    gm_assert_all_close("a projection starting as the identity changes nothing", before, plain_before, N * K, 1e-5,
+                        1e-5);
+    assert_int_equal(rep.nsites, 1);
+    assert_false(rep.site[0].partial);
+    gm_assert_all_close("projected shortcut, input fit: b's logits", got, want, N * K, 1e-3, 1e-3);
+    merge_and_stitch_with(&a, &b, 1, &out_fit, 1, &rep, NULL, got, x, N);
+    assert_true(rep.site[0].output_fit);
+    gm_assert_all_close("projected shortcut, output fit: b's logits", got, want, N * K, 1e-3, 1e-3);
+    free(x);
+    gm_mfile_free(&a);
+    gm_mfile_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +544,7 @@ int main(void)
         cmocka_unit_test(fold_conv_equals_explicit_map), cmocka_unit_test(fold_residual_and_linear),
         cmocka_unit_test(adapter_computes_the_map),     cmocka_unit_test(same_model_twice_is_identity),
         cmocka_unit_test(stitch_beats_plain_merge),     cmocka_unit_test(output_fit_reproduces_teacher),
+        cmocka_unit_test(projected_shortcut_stitches_exactly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,7 +37,9 @@ void gm_fill_uniform(float *x, size_t n, gm_rng *rng, float lo, float hi)
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * gm_rng_uniform(rng);
 }
 
-void gm_test_random_model(gm_mfile *m, gm_shape in, uint64_t seed)
+void gm_test_random_model(gm_mfile *m, gm_shape in, uint64_t seed) { gm_test_random_arch(m, "vgg11", in, seed); }
+
+void gm_test_random_arch(gm_mfile *m, const char *arch, gm_shape in, uint64_t seed)
 {
     static const int widths[4] = {8, 16, 0, 0};
     gm_model *model = malloc(sizeof *model);
@@ -45,7 +47,7 @@ void gm_test_random_model(gm_mfile *m, gm_shape in, uint64_t seed)
     gm_backend *be;
     gm_net *net;
     assert_non_null(model);
-    assert_ok(gm_model_from_name(model, "vgg11", widths, in, 4, &err), err);
+    assert_ok(gm_model_from_name(model, arch, widths, in, 4, &err), err);
     gm_net_desc d = gm_model_desc(model);
     assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
     assert_ok(gm_net_create(&net, be, &d, 2, seed, &err), err);

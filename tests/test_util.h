@@ -51,5 +51,7 @@ void gm_fill_uniform(float *x, size_t n, gm_rng *rng, float lo, float hi);
  * task "t<seed>", no normalisation. The caller frees it (gm_mfile_free).
  */
 void gm_test_random_model(gm_mfile *m, gm_shape in, uint64_t seed);
+/* The same for another architecture of gm_model_from_name (widths 8, 16), "resnet10" for example. */
+void gm_test_random_arch(gm_mfile *m, const char *arch, gm_shape in, uint64_t seed);
 
 #endif

@@ -70,7 +70,8 @@ typedef enum {
     GM_STITCH_NONE,     /* the block starts non-linearly (max pool, ReLU, BatchNorm): stitch its children */
     GM_STITCH_FOLD,     /* every op that reads the input is a convolution or linear layer (through
                            flatten, average pooling without padding or upsampling, which commute with M) */
-    GM_STITCH_PARTIAL   /* as FOLD, but an identity shortcut also adds the raw input: it keeps X_A */
+    GM_STITCH_PARTIAL   /* as FOLD, but an identity shortcut also adds the raw input: it keeps X_A
+                           (gm_fgraph_project_seams gives such a block a 1x1 convolution to fold into) */
 } gm_stitch_kind;
 
 gm_stitch_kind gm_stitch_foldable(const gm_block *b);

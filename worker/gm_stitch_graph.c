@@ -176,7 +176,7 @@ static gm_status fit_input(ctx *c, int ab, int aop, source s, gm_stitch_fit *fit
 typedef struct {
     gm_stitch_acc *acc;
     const gm_op *op;
-    int node, k, parent, rblk;
+    int node, k, parent, rblk, rk; /* the teacher: op rk of the source's block rblk (-1: that block's output) */
     gm_shape in, out;
     float *patches;
 } output_fit;
@@ -186,7 +186,7 @@ static gm_status output_chunk(ctx *c, gm_net *ref, int b, void *user, gm_error *
     output_fit *u = user;
     const size_t nin = gm_shape_numel(u->in), nout = gm_shape_numel(u->out);
     gm_status st = to_host(c, &c->ha, &c->cap_a, gm_net_activation(c->cand, u->parent, -1), (size_t)b * nin, err);
-    if (st == GM_OK) st = to_host(c, &c->hb, &c->cap_b, gm_net_activation(ref, u->rblk, u->k), (size_t)b * nout, err);
+    if (st == GM_OK) st = to_host(c, &c->hb, &c->cap_b, gm_net_activation(ref, u->rblk, u->rk), (size_t)b * nout, err);
     if (st == GM_OK) st = host_buffer(&c->hr, &c->cap_r, (size_t)b * nout, err);
     if (st != GM_OK) return st;
     c->be->to_host(c->be, c->hr, gm_net_activation(c->cand, u->node, u->k), sizeof(float) * (size_t)b * nout);
@@ -205,9 +205,16 @@ static gm_status fit_output(ctx *c, int i, source s, double ridge, int *dropped,
     gm_net *ref = NULL;
     gm_status st = ref_net(c, s.file, &ref, err);
     const gm_block *blk = &c->g->nodes[i].block;
+    /* a shortcut projected since the source was trained: its teacher is what the identity passed on */
+    const int at = gm_block_projection_of(blk, &s.file->blocks[s.blk]), rparent = s.file->parent[s.blk];
     for (int k = 0; st == GM_OK && k < blk->nops; k++) {
-        if (!gm_stitch_refittable(blk, k)) continue;
-        output_fit u = {.op = &blk->ops[k], .node = i, .k = k, .parent = c->g->nodes[i].parent, .rblk = s.blk};
+        if (!gm_stitch_refittable(blk, k) || (k == at && rparent < 0)) continue; /* the raw image: left identity */
+        output_fit u = {.op = &blk->ops[k], .node = i, .k = k, .parent = c->g->nodes[i].parent, .rblk = s.blk,
+                        .rk = at >= 0 && k > at ? k - 1 : k};
+        if (k == at) {
+            u.rblk = rparent;
+            u.rk = -1;
+        }
         u.in = gm_net_activation_shape(c->cand, u.parent, -1);
         u.out = gm_net_activation_shape(c->cand, i, k);
         const int ca = u.op->kind == GM_OP_CONV2D ? u.op->p.conv.cin * u.op->p.conv.k * u.op->p.conv.k

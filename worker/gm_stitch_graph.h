@@ -15,6 +15,11 @@
  * is set to the map itself (fitted to its child's training input, averaged
  * over the upsampling factor when it upsamples after the convolution).
  *
+ * A residual node whose shortcut was projected since its weights' source was
+ * trained (gm_fgraph_project_seams) has its projection fitted too: by the
+ * input map like the first convolution, or, with the output fit, to reproduce
+ * the identity shortcut's output on the source, the source block's input.
+ *
  * The candidate's structure, hashes and latency do not change: only weights.
  */
 #ifndef GM_STITCH_GRAPH_H

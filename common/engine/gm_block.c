@@ -1,5 +1,7 @@
 #include "gm_block.h"
 
+#include <string.h>
+
 const char *gm_block_kind_name(gm_block_kind kind)
 {
     switch (kind) {
@@ -155,4 +157,72 @@ uint64_t gm_block_flops(const gm_block *b, gm_shape in)
         f += gm_op_flops(&b->ops[i], s < 0 ? in : shapes[s], shapes[i]);
     }
     return f;
+}
+
+int gm_block_identity_add(const gm_block *b)
+{
+    for (int k = 0; k < b->nops; k++)
+        if (b->ops[k].kind == GM_OP_ADD && (b->src[k][0] == -1 || b->src[k][1] == -1)) return k;
+    return -1;
+}
+
+gm_status gm_block_project_shortcut(const gm_block *b, int channels, gm_block *out, int *at, gm_error *err)
+{
+    const int add = gm_block_identity_add(b);
+    if (add < 0) return gm_error_set(err, GM_EINVAL, "block: no identity shortcut to project");
+    if (b->nops >= GM_BLOCK_MAX_OPS)
+        return gm_error_set(err, GM_EINVAL, "block: no room for a shortcut projection (%d ops)", b->nops);
+    gm_block p = *b;
+    p.nops = 0;
+    /* ops before the ADD keep their indices; the ADD and those after it move down by one */
+    for (int k = 0; k <= b->nops; k++) {
+        if (k == add) {
+            p.ops[k] = gm_op_conv2d(channels, channels, 1, 1, 0, 1);
+            p.src[k][0] = -1;
+            p.src[k][1] = -1;
+            continue;
+        }
+        const int from = k < add ? k : k - 1;
+        p.ops[k] = b->ops[from];
+        for (int j = 0; j < 2; j++) {
+            int s = b->src[from][j];
+            p.src[k][j] = s >= add ? s + 1 : s;
+        }
+        if (from == add) p.src[k][b->src[from][0] == -1 ? 0 : 1] = add; /* the ADD reads the projection */
+    }
+    p.nops = b->nops + 1;
+    *out = p;
+    if (at) *at = add;
+    return GM_OK;
+}
+
+void gm_block_project_params(const gm_block *proj, int at, const float *par, float *out)
+{
+    size_t before = 0, after = 0;
+    for (int k = 0; k < proj->nops; k++)
+        if (k != at) *(k < at ? &before : &after) += gm_op_nparams(&proj->ops[k]);
+    const size_t c = (size_t)proj->ops[at].p.conv.cin, n = c * c + c; /* C x C weights, then C biases */
+    memcpy(out, par, sizeof(float) * before);
+    float *w = out + before;
+    memset(w, 0, sizeof(float) * n);
+    for (size_t i = 0; i < c; i++) w[i * c + i] = 1.0f;
+    memcpy(w + n, par + before, sizeof(float) * after);
+}
+
+int gm_block_projection_of(const gm_block *proj, const gm_block *orig)
+{
+    gm_block p;
+    int at;
+    if (proj->nops != orig->nops + 1 || gm_block_identity_add(orig) < 0) return -1;
+    const gm_op *c = &proj->ops[gm_block_identity_add(orig)];
+    if (c->kind != GM_OP_CONV2D || c->p.conv.k != 1) return -1;
+    if (gm_block_project_shortcut(orig, c->p.conv.cin, &p, &at, NULL) != GM_OK) return -1;
+    for (int k = 0; k < p.nops; k++) {
+        if (p.ops[k].kind != proj->ops[k].kind || gm_op_nparams(&p.ops[k]) != gm_op_nparams(&proj->ops[k]) ||
+            gm_op_nbuffers(&p.ops[k]) != gm_op_nbuffers(&proj->ops[k]))
+            return -1;
+        for (int j = 0; j < 2; j++)
+            if (p.src[k][j] != proj->src[k][j]) return -1;
+    }
+    return at;
 }

@@ -56,6 +56,32 @@ gm_status gm_block_infer(const gm_block *b, gm_shape in, gm_shape *out, gm_error
 /* Output shapes of every op (shapes[nops]) for an input shape already checked. */
 void gm_block_shapes(const gm_block *b, gm_shape in, gm_shape *shapes);
 
+/*
+ * Identity shortcuts. A residual block whose ADD reads the raw block input
+ * passes that input on unchanged; when a merge makes the block read another
+ * model's features, that sum is wrong by the whole difference of the two maps,
+ * and no change of the block's weights can fix it. Projecting the shortcut
+ * inserts a 1x1 convolution with bias (C -> C, where the input has C
+ * channels) between the input and the ADD, like a stride-2 BasicBlock's
+ * projection but without BatchNorm, so that identity weights (W = I, b = 0)
+ * make the block compute exactly what it did (train and eval alike).
+ *
+ * gm_block_identity_add: the index of the ADD that reads the block input, or -1.
+ * gm_block_project_shortcut: out = b with the convolution inserted just before
+ *   that ADD (index *at, the ADD's old index); GM_EINVAL when b has no identity
+ *   shortcut or no room for one more op.
+ * gm_block_project_params: the unprojected block's parameters (par) laid out
+ *   for the projected block proj (out: gm_block_nparams(proj) floats), its
+ *   convolution at index at set to identity. Buffers do not move (the
+ *   convolution has none).
+ * gm_block_projection_of: *at when proj is gm_block_project_shortcut(orig) op
+ *   for op (same op kinds and parameter sizes), else -1.
+ */
+int gm_block_identity_add(const gm_block *b);
+gm_status gm_block_project_shortcut(const gm_block *b, int channels, gm_block *out, int *at, gm_error *err);
+void gm_block_project_params(const gm_block *proj, int at, const float *par, float *out);
+int gm_block_projection_of(const gm_block *proj, const gm_block *orig);
+
 size_t gm_block_nparams(const gm_block *b);
 /* Non-trained state (BatchNorm running statistics) of every op. */
 size_t gm_block_nbuffers(const gm_block *b);

@@ -361,6 +361,7 @@ uint64_t gm_fgraph_location_hash(const gm_fgraph *g)
         h = hadd(hadd(h, (uint64_t)nd->w.elite), (uint64_t)(nd->w.elite >= 0 ? nd->w.node : -1));
         /* an adapter is known by its target (its source is the parent's output) */
         if (nd->model < 0) h = hash_shape(h, out[i]);
+        if (nd->proj) h = hadd(h, 0x50524f4aull); /* only when set: graphs without projections hash as before */
         sig[i] = h;
     }
     sig[g->nnodes] = hadd(hash_shape(0x4c4f43ull, g->input), g->ntasks);
@@ -384,9 +385,10 @@ uint64_t gm_fgraph_topology_hash(const gm_fgraph *g)
 /* ---- encoding ------------------------------------------------------------- */
 
 /*
- * Per node: model, layer, parent, task, weight elite, weight node, then 0, 0.
- * An adapter (model -1) records its target shape instead: C in the layer slot,
- * H and W in the last two; its ops follow from that and its parent's output.
+ * Per node: model, layer, parent, task, weight elite, weight node, then proj
+ * (0 or 1) and 0. An adapter (model -1) records its target shape instead: C in
+ * the layer slot, H and W in the last two; its ops follow from that and its
+ * parent's output. Encodings made before projections existed hold 0 there.
  */
 int gm_fgraph_encode(const gm_fgraph *g, int32_t *buf, int cap)
 {
@@ -401,7 +403,7 @@ int gm_fgraph_encode(const gm_fgraph *g, int32_t *buf, int cap)
         const gm_fnode *nd = &g->nodes[i];
         int adapter = nd->model < 0;
         int32_t v[GM_FG_ENC_PER_NODE] = {nd->model, adapter ? out[i].c : nd->layer, nd->parent, nd->task,
-                                         nd->w.elite, nd->w.node, adapter ? out[i].h : 0, adapter ? out[i].w : 0};
+                                         nd->w.elite, nd->w.node, adapter ? out[i].h : nd->proj, adapter ? out[i].w : 0};
         memcpy(buf + GM_FG_ENC_HEADER + i * GM_FG_ENC_PER_NODE, v, sizeof v);
     }
     return need;
@@ -424,6 +426,15 @@ static gm_status decode_node(gm_fgraph *g, int i, const int32_t *v, const gm_mfi
         nd.block = models[model]->blocks[nd.layer];
         nd.block.model_id = model;
         nd.block.layer_id = nd.layer;
+        if (v[6] != 0 && v[6] != 1)
+            return gm_error_set(err, GM_EFORMAT, "fused graph encoding: node %d has projection flag %d", i, v[6]);
+        if (v[6]) {
+            gm_shape in = parent < 0 ? g->input : out[parent];
+            gm_error e;
+            if (gm_block_project_shortcut(&nd.block, in.c, &nd.block, NULL, &e) != GM_OK)
+                return gm_error_set(err, GM_EFORMAT, "fused graph encoding: node %d: %s", i, e.msg);
+            nd.proj = 1;
+        }
     } else {
         gm_shape from = parent < 0 ? g->input : out[parent], to = {v[1], v[6], v[7]};
         gm_error e;
@@ -529,8 +540,9 @@ static gm_status copy_weights(const gm_fgraph *g, int i, const gm_mfile *src, in
                               gm_error *err)
 {
     const gm_block *want = &g->nodes[i].block, *have = &src->blocks[blk];
-    int same = want->nops == have->nops;
-    for (int k = 0; same && k < want->nops; k++)
+    const int at = gm_block_projection_of(want, have); /* a shortcut projected since the source was trained */
+    int same = want->nops == have->nops || at >= 0;
+    for (int k = 0; same && at < 0 && k < want->nops; k++)
         same = gm_op_nparams(&want->ops[k]) == gm_op_nparams(&have->ops[k]) &&
                gm_op_nbuffers(&want->ops[k]) == gm_op_nbuffers(&have->ops[k]);
     if (!same)
@@ -542,11 +554,14 @@ static gm_status copy_weights(const gm_fgraph *g, int i, const gm_mfile *src, in
                             g->nodes[i].w.elite >= 0 ? g->nodes[i].w.elite : g->nodes[i].model, blk);
     size_t po, bo;
     gm_mfile_block_offsets(src, blk, &po, &bo);
-    size_t np = gm_block_nparams(want), nb = gm_block_nbuffers(want);
+    size_t np = gm_block_nparams(have), nb = gm_block_nbuffers(want);
     if (po + np > src->nparams || bo + nb > src->nbuffers)
         return gm_error_set(err, GM_EFORMAT, "fused model: node %d: source block %d lies past its file's weights", i,
                             blk);
-    memcpy(par, src->params + po, np * sizeof(float));
+    if (at >= 0)
+        gm_block_project_params(want, at, src->params + po, par);
+    else
+        memcpy(par, src->params + po, np * sizeof(float));
     memcpy(buf, src->buffers + bo, nb * sizeof(float));
     return GM_OK;
 }
@@ -623,4 +638,23 @@ gm_status gm_fgraph_to_mfile(const gm_fgraph *g, const gm_wstore *store, uint64_
     }
     if (s != GM_OK) gm_mfile_free(m);
     return s;
+}
+
+int gm_fgraph_project_seams(gm_fgraph *g)
+{
+    int n = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        gm_fnode *nd = &g->nodes[i];
+        if (nd->model < 0 || nd->proj || gm_block_identity_add(&nd->block) < 0) continue;
+        const int p = nd->parent;
+        /* the originals are chains: block l reads block l - 1 of the same model */
+        const int own = p < 0 ? nd->layer == 0 : g->nodes[p].model == nd->model && g->nodes[p].layer == nd->layer - 1;
+        if (own) continue;
+        gm_block b;
+        if (gm_block_project_shortcut(&nd->block, gm_fgraph_in_shape(g, i).c, &b, NULL, NULL) != GM_OK) continue;
+        nd->block = b;
+        nd->proj = 1;
+        n++;
+    }
+    return n;
 }

@@ -38,6 +38,7 @@ typedef struct {
     int parent;      /* -1: the input; else a node index < this one */
     int task;        /* >= 0: this node is that task's head; -1 otherwise */
     gm_wref w;       /* weight source; an adapter with elite -1 starts freshly initialised */
+    int proj;        /* 1: the block's identity shortcut became a 1x1 convolution (gm_fgraph_project_seams) */
 } gm_fnode;
 
 typedef struct {
@@ -76,6 +77,17 @@ void gm_fgraph_use_elite_weights(gm_fgraph *g, int elite_id);
 int gm_fgraph_adaptable(gm_shape from, gm_shape to);
 gm_status gm_fgraph_adapter(gm_shape from, gm_shape to, gm_block *out, gm_error *err);
 
+/*
+ * Projects the identity shortcut (gm_block_project_shortcut) of every residual
+ * node at a seam: one whose input is no longer the output of the block before
+ * it in its own model (a merge re-parented it onto another model's map, a
+ * skipped layer's or an adapter's). Its weights then start as identity there
+ * (gm_fgraph_to_mfile), and the stitch fits the shortcut like the block's
+ * first convolution. Returns how many nodes it projected; a node projected
+ * once stays so.
+ */
+int gm_fgraph_project_seams(gm_fgraph *g);
+
 /* Input shape of node i (its parent's output, or the graph input). */
 gm_shape gm_fgraph_in_shape(const gm_fgraph *g, int i);
 gm_shape gm_fgraph_out_shape(const gm_fgraph *g, int i);
@@ -98,7 +110,8 @@ uint64_t gm_fgraph_topology_hash(const gm_fgraph *g);
 /*
  * Compact encoding for messages and checkpoints: int32 values, GM_FG_ENC_PER_NODE
  * per node after a small header. Decoding rebuilds every node's block from the
- * originals (or, for adapters, from the recorded adapter shape) and checks the
+ * originals (projected where the node says so) or, for adapters, from the
+ * recorded adapter shape, and checks the
  * result with gm_fgraph_check. Returns the number of int32 values written
  * (cap too small: -1).
  */

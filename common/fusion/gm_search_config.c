@@ -38,6 +38,7 @@ void gm_search_defaults(gm_search_config *c)
     c->stitch_probe = 1024;
     c->stitch_ridge = 1e-4;
     c->stitch_fit = 1; /* "output": results/fusion.md, B1 drop before fine-tuning */
+    c->stitch_shortcuts = 1;
     c->threads = 1;
     c->lat_warmup = 20;
     c->lat_runs = 100;
@@ -101,7 +102,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const top[] = {"models", "data", "out", "threshold", "policy", "iterations", "time_budget_s",
                                       "seed", "sa", "mutation", "finetune", "filter", "threads", "latency", "run",
                                       "stitch", "gmorph_mode", NULL};
-    static const char *const stitch_keys[] = {"enabled", "probe", "ridge", "cascade", "fit", NULL};
+    static const char *const stitch_keys[] = {"enabled", "probe", "ridge", "cascade", "fit", "project_shortcuts", NULL};
     static const char *const fit_names[] = {"input", "output", "best", NULL};
     static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", "device", NULL};
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
@@ -184,6 +185,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = gm_json_get_double(sec, "ridge", 0, 0.0, 1e6, &c->stitch_ridge, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "cascade", 0, &c->stitch_cascade, err);
     if (st == GM_OK) st = get_choice(sec, "stitch", "fit", fit_names, &c->stitch_fit, path, err);
+    if (st == GM_OK) st = gm_json_get_bool(sec, "project_shortcuts", 0, &c->stitch_shortcuts, err);
     if (st == GM_OK) st = gm_json_get_bool(root, "gmorph_mode", 0, &c->gmorph_mode, err);
     if (st == GM_OK) st = section(root, "latency", lat_keys, &sec, err);
     if (st == GM_OK) st = get_int(sec, "warmup", 0, 100000, &c->lat_warmup, err);
@@ -275,6 +277,7 @@ char *gm_search_config_to_json(const gm_search_config *c)
     cJSON_AddNumberToObject(s, "ridge", c->stitch_ridge);
     cJSON_AddBoolToObject(s, "cascade", c->stitch_cascade);
     cJSON_AddStringToObject(s, "fit", fit_names_of(c->stitch_fit));
+    cJSON_AddBoolToObject(s, "project_shortcuts", c->stitch_shortcuts);
     cJSON_AddBoolToObject(r, "gmorph_mode", c->gmorph_mode);
     s = obj(r, "latency");
     cJSON_AddNumberToObject(s, "warmup", c->lat_warmup);

@@ -63,6 +63,7 @@ typedef struct {
     double stitch_ridge;    /* stitch.ridge */
     int stitch_cascade;     /* stitch.cascade: also below each seam */
     int stitch_fit;         /* stitch.fit: gm_stitch_fit_kind, 0 "input", 1 "output" (default), 2 "best" */
+    int stitch_shortcuts;   /* stitch.project_shortcuts: gm_fgraph_project_seams on every candidate */
     /* gmorph_mode: GMorph's method exactly (EuroSys'24): every addition that changes candidates is off */
     int gmorph_mode;
     int threads;
