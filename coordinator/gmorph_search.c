@@ -66,9 +66,11 @@ static void usage(FILE *f)
             "Fuses single-task models into one multi-task model: the fastest fused graph whose every\n"
             "task stays within the accuracy-drop threshold (GMorph's search; coordinator/README.md\n"
             "documents the config). Writes candidates.csv, candidates.jsonl, best.h5, summary.md and\n"
-            "the checkpoint search.h5 into the run folder.\n\n"
+            "the checkpoint search.h5 into the run folder. Run again with the same config, it continues the\n"
+            "sweep saved there (a config that differs in what a sweep cannot change is refused by name).\n\n"
             "  --config FILE         search config (JSON)\n"
             "  --resume FILE         continue the sweep saved in this checkpoint, with its config, in its folder\n"
+            "  --fresh               start over even if the run folder holds a checkpoint (it is replaced)\n"
             "  --out DIR             run folder (overrides the config's \"out\")\n"
             "  --threshold X         allowed accuracy drop per task, e.g. 0.01 (overrides)\n"
             "  --iterations N        candidates to propose (overrides; with --resume: a new total)\n"
@@ -122,7 +124,8 @@ typedef struct {
     const char *config, *resume, *out, *policy, *device;
     double threshold, budget, timeout;
     long iterations, seed, threads, group_size, ckpt_every;
-    int quiet, deterministic;
+    int quiet, deterministic, fresh;
+    int resuming; /* set by resolve_config: a checkpoint in the run folder is continued */
 } args;
 
 /* 0: go on; otherwise the exit code (help printed: GM_EXIT_OK + 100). */
@@ -137,6 +140,7 @@ static int parse_args(int argc, char **argv, args *a, int talk)
         {"deterministic", no_argument, 0, 'd'},     {"checkpoint-every", required_argument, 0, 'k'},
         {"timeout", required_argument, 0, 'O'},     {"quiet", no_argument, 0, 'q'},
         {"device", required_argument, 0, 'D'},      {"help", no_argument, 0, 'h'},
+        {"fresh", no_argument, 0, 'F'},
         {0, 0, 0, 0}};
     *a = (args){.threshold = -1, .budget = -1, .timeout = -1, .seed = -1, .group_size = 1, .ckpt_every = -1};
     int c, bad = 0;
@@ -157,6 +161,7 @@ static int parse_args(int argc, char **argv, args *a, int talk)
         case 'k': bad = gm_cli_int(CMD, "--checkpoint-every", optarg, 0, 100000000, &a->ckpt_every); break;
         case 'O': bad = gm_cli_float(CMD, "--timeout", optarg, 0.0, 1e9, &a->timeout); break;
         case 'q': a->quiet = 1; break;
+        case 'F': a->fresh = 1; break;
         case 'D': {
             gm_device_kind kind;
             gm_error err;
@@ -180,7 +185,7 @@ static int parse_args(int argc, char **argv, args *a, int talk)
         if (talk) fprintf(stderr, "gmorph-search: give --config or --resume (one of them)\n");
         bad = 1;
     } else if (!bad && a->resume && (a->config || a->out || a->threshold >= 0 || a->policy || a->seed >= 0 ||
-                                     a->deterministic)) {
+                                     a->deterministic || a->fresh)) {
         if (talk)
             fprintf(stderr, "gmorph-search: --resume continues with the checkpoint's config: only --iterations, "
                             "--time-budget, --threads, --device, --checkpoint-every, --timeout, --group-size and "
@@ -197,8 +202,53 @@ static int parse_args(int argc, char **argv, args *a, int talk)
     return 0;
 }
 
+/*
+ * A config run again where a sweep left its checkpoint continues that sweep
+ * (as `gmorph train` does): the checkpoint is loaded into ck and a->resuming
+ * set, unless the config differs in a field that cannot change, which is an
+ * error naming it. --fresh starts over.
+ */
+static gm_status continue_run(args *a, const gm_search_config *cfg, gm_ckpt *ck, gm_error *err)
+{
+    char path[sizeof cfg->out + 16];
+    snprintf(path, sizeof path, "%s/search.h5", cfg->out);
+    FILE *f = fopen(path, "rb");
+    if (!f) return GM_OK;
+    fclose(f);
+    if (a->fresh) {
+        fprintf(stderr, "gmorph-search: --fresh: starting over in %s/ (its checkpoint will be replaced)\n", cfg->out);
+        return GM_OK;
+    }
+    gm_status st = gm_ckpt_load(path, ck, err);
+    if (st != GM_OK) {
+        size_t n = strlen(err->msg);
+        if (n + 100 < sizeof err->msg)
+            snprintf(err->msg + n, sizeof err->msg - n,
+                     " (the run folder's checkpoint: --resume its .prev if there is one, or --fresh to start over)");
+        return st;
+    }
+    gm_search_config prev;
+    gm_search_defaults(&prev);
+    st = gm_search_config_parse(&prev, ck->config, path, err);
+    char why[400];
+    const int d = st == GM_OK ? gm_search_config_diff(&prev, cfg, why, sizeof why) : 0;
+    if (d < 0) st = gm_error_set(err, GM_ENOMEM, "out of memory comparing configs");
+    if (d > 0)
+        st = gm_error_set(err, GM_EINVAL,
+                          "%s holds a sweep whose config differs from this one in %.300s (the sweep's, then this one's), "
+                          "which a sweep cannot change: change it back, write to another \"out\", or --fresh to start "
+                          "over", path, why);
+    if (st != GM_OK) {
+        gm_ckpt_free(ck);
+        memset(ck, 0, sizeof *ck);
+        return st;
+    }
+    a->resuming = 1;
+    return GM_OK;
+}
+
 /* Rank 0: the config (file and overrides, or the checkpoint's) and, on resume, the checkpoint. */
-static gm_status resolve_config(const args *a, gm_search_config *cfg, gm_ckpt *ck, gm_error *err)
+static gm_status resolve_config(args *a, gm_search_config *cfg, gm_ckpt *ck, gm_error *err)
 {
     gm_search_defaults(cfg);
     gm_status st;
@@ -233,6 +283,7 @@ static gm_status resolve_config(const args *a, gm_search_config *cfg, gm_ckpt *c
     if (a->device) snprintf(cfg->device, sizeof cfg->device, "%s", a->device);
     if (a->ckpt_every >= 0) cfg->checkpoint_every = (int)a->ckpt_every;
     if (a->timeout >= 0) cfg->timeout_s = a->timeout;
+    if (st == GM_OK && !a->resume) st = continue_run(a, cfg, ck, err);
     return st;
 }
 
@@ -273,7 +324,7 @@ static void print_summary(const gm_search_summary *s, const gm_search_config *cf
     printf("%d candidates: %d passed, %d failed, %d aborted, %d filtered, %d duplicates; %ld fine-tune epochs; "
            "%.0f s%s; results in %s/\n", s->candidates, s->passed, s->failed, s->aborted, s->filtered,
            s->duplicates, s->ft_epochs, s->wall_s,
-           s->interrupted ? " (stopped early: resume with --resume <out>/search.h5)" : "", cfg->out);
+           s->interrupted ? " (stopped early: the same command, or --resume <out>/search.h5, continues it)" : "", cfg->out);
 }
 
 /* The rank's device backend: NULL for the CPU (the worker makes its own CPU backends). */
@@ -492,7 +543,7 @@ int main(int argc, char **argv)
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGUSR1, &sa, NULL);
     }
-    code = rank == 0 ? coordinator_main(&cfg, &a, a.resume ? &ck : NULL, size, local_rank)
+    code = rank == 0 ? coordinator_main(&cfg, &a, a.resume || a.resuming ? &ck : NULL, size, local_rank)
                      : worker_main(&cfg, rank, (int)a.group_size, local_rank);
     gm_ckpt_free(&ck);
     return finalize(code);

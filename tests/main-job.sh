@@ -4,8 +4,8 @@
 # one 3x32x32 image) into zoo/b2/, then a demo fusion search over it (at most
 # 8 minutes of proposing: coordinator/configs/demo.json) into runs/demo/, and its
 # report (runs/demo/report.html, report.md). Rerunning keeps the zoo and models
-# that exist; the search starts over (or continue it: build/gmorph-search
-# --resume runs/demo/search.h5). Under mpirun the same search spreads over
+# that exist; the search starts over (build/gmorph-search --config
+# coordinator/configs/demo.json alone continues it). Under mpirun the same search spreads over
 # worker ranks: see coordinator/README.md.
 set -eu
 cd "$(dirname "$0")/.."

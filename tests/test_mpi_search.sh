@@ -8,6 +8,9 @@
 #   the uninterrupted run's table and best;
 # - when a worker rank is killed, the job ends and its checkpoint resumes;
 # - a candidate past its time-out is dispatched once more, then failed;
+# - the same command run again continues the sweep in its run folder and ends
+#   with the uninterrupted table; one that changes the threshold is refused by
+#   name; --fresh starts over;
 # - a truncated checkpoint is refused with a message naming it, and the previous
 #   one (search.h5.prev) still resumes.
 # Usage: test_mpi_search.sh GMORPH GMORPH_SEARCH MPIEXEC
@@ -111,6 +114,20 @@ rc=$?
 [ $rc -ne 0 ] && ok "a dead worker rank ends the job (exit $rc)" || bad "a dead worker rank: exit $rc"
 $mpi -np 3 "$gs" --resume "$tmp/rd/search.h5" >/dev/null 2>"$tmp/err" && ! grep -q pending "$tmp/rd/candidates.csv" &&
     [ "$(table "$tmp/rd" | wc -l)" -ge 10 ] && ok "its checkpoint resumes and the sweep finishes" || { bad "resume after a dead rank"; cat "$tmp/err"; }
+
+# ---- the same command again ----------------------------------------------------------
+# It continues the sweep in its run folder: stopped after one round, then run
+# with the config's 10 iterations, it ends with the uninterrupted table.
+"$gs" --config "$tmp/search.json" --out "$tmp/ra" --iterations 4 >/dev/null 2>"$tmp/err" || bad "first round"
+"$gs" --config "$tmp/search.json" --out "$tmp/ra" >/dev/null 2>"$tmp/ra.err"
+[ $? -eq 0 ] && grep -q "(resumed)" "$tmp/ra.err" && ok "the same command again resumes" || { bad "rerun"; cat "$tmp/ra.err"; }
+same "the rerun ends with the uninterrupted run's table and best" "$tmp/r1" "$tmp/ra"
+"$gs" --config "$tmp/search.json" --out "$tmp/ra" --threshold 0.2 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q 'threshold: 0.1 against 0.2' "$tmp/err" && table "$tmp/ra" | cmp -s - "$tmp/b" &&
+    ok "a rerun with another threshold is refused by name" || { bad "rerun with another threshold"; cat "$tmp/err"; }
+"$gs" --config "$tmp/search.json" --out "$tmp/ra" --iterations 4 --fresh >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "starting over" "$tmp/err" && ! grep -q "(resumed)" "$tmp/err" &&
+    [ "$(table "$tmp/ra" | grep -c '^[0-9]')" -le 4 ] && ok "--fresh starts over" || { bad "--fresh"; cat "$tmp/err"; }
 
 # ---- a damaged checkpoint --------------------------------------------------------------
 cp -r "$tmp/rk" "$tmp/rc" || bad "no run folder to damage"

@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gm_json.h"
@@ -293,3 +294,57 @@ char *gm_search_config_to_json(const gm_search_config *c)
     return text;
 }
 
+
+/* The first difference of x and y below path, into why; 1 when found. */
+static int json_diff(const cJSON *x, const cJSON *y, const char *path, char *why, size_t cap)
+{
+    char sub[256];
+    if (cJSON_IsObject(x) && cJSON_IsObject(y)) {
+        for (const cJSON *k = x->child; k; k = k->next) {
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k->string);
+            if (json_diff(k, cJSON_GetObjectItemCaseSensitive(y, k->string), sub, why, cap)) return 1;
+        }
+        for (const cJSON *k = y->child; k; k = k->next)
+            if (!cJSON_GetObjectItemCaseSensitive(x, k->string)) {
+                snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", k->string);
+                return json_diff(NULL, k, sub, why, cap);
+            }
+        return 0;
+    }
+    if (cJSON_IsArray(x) && cJSON_IsArray(y) && cJSON_GetArraySize(x) == cJSON_GetArraySize(y)) {
+        int i = 0;
+        for (const cJSON *e = x->child, *f = y->child; e && f; e = e->next, f = f->next, i++) {
+            snprintf(sub, sizeof sub, "%s[%d]", path, i);
+            if (json_diff(e, f, sub, why, cap)) return 1;
+        }
+        return 0;
+    }
+    if (x && y && cJSON_Compare(x, y, 1)) return 0;
+    char *a = x ? cJSON_PrintUnformatted(x) : NULL, *b = y ? cJSON_PrintUnformatted(y) : NULL;
+    snprintf(why, cap, "%s: %.120s against %.120s", path, a ? a : "(none)", b ? b : "(none)");
+    free(a);
+    free(b);
+    return 1;
+}
+
+int gm_search_config_diff(const gm_search_config *a, const gm_search_config *b, char *why, size_t cap)
+{
+    static const char *const top[] = {"iterations", "time_budget_s", "threads", "out", NULL};
+    static const char *const run[] = {"device", "checkpoint_every", "timeout_s", NULL};
+    char *ta = gm_search_config_to_json(a), *tb = gm_search_config_to_json(b);
+    cJSON *x = ta ? cJSON_Parse(ta) : NULL, *y = tb ? cJSON_Parse(tb) : NULL;
+    int d = -1;
+    if (x && y) {
+        for (cJSON *r = x; r; r = r == x ? y : NULL) {
+            for (int k = 0; top[k]; k++) cJSON_DeleteItemFromObjectCaseSensitive(r, top[k]);
+            for (int k = 0; run[k]; k++)
+                cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "run"), run[k]);
+        }
+        d = json_diff(x, y, "", why, cap);
+    }
+    cJSON_Delete(x);
+    cJSON_Delete(y);
+    free(ta);
+    free(tb);
+    return d;
+}

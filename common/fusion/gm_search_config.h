@@ -96,4 +96,13 @@ gm_status gm_search_config_parse(gm_search_config *c, const char *text, const ch
  */
 char *gm_search_config_to_json(const gm_search_config *c);
 
+/*
+ * Whether b can continue the sweep a began: 0 when they agree in every field a
+ * sweep cannot change (all but iterations, time_budget_s, threads, out and
+ * run's device, checkpoint_every and timeout_s); otherwise 1, with the first
+ * field that differs as a path ("finetune.epochs", "models[1]") and both
+ * values, a's first, in why (cap bytes). -1: out of memory.
+ */
+int gm_search_config_diff(const gm_search_config *a, const gm_search_config *b, char *why, size_t cap);
+
 #endif
