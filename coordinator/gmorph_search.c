@@ -4,6 +4,7 @@
  * worker groups of --group-size ranks that fine-tune candidates data-parallel.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <mpi.h>
@@ -11,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gm_cli.h"
 #include "gm_clock.h"
 #include "gm_device.h"
+#include "gm_fs.h"
 #include "gm_guide.h"
 #include "gm_mpi.h"
 #include "gm_sched.h"
@@ -126,6 +129,7 @@ typedef struct {
     long iterations, seed, threads, group_size, ckpt_every;
     int quiet, deterministic, fresh;
     int resuming; /* set by resolve_config: a checkpoint in the run folder is continued */
+    int lock_fd;  /* rank 0: holds RUN/search.lock while the sweep runs (-1: none) */
 } args;
 
 /* 0: go on; otherwise the exit code (help printed: GM_EXIT_OK + 100). */
@@ -142,7 +146,8 @@ static int parse_args(int argc, char **argv, args *a, int talk)
         {"device", required_argument, 0, 'D'},      {"help", no_argument, 0, 'h'},
         {"fresh", no_argument, 0, 'F'},
         {0, 0, 0, 0}};
-    *a = (args){.threshold = -1, .budget = -1, .timeout = -1, .seed = -1, .group_size = 1, .ckpt_every = -1};
+    *a = (args){.threshold = -1, .budget = -1, .timeout = -1, .seed = -1, .group_size = 1, .ckpt_every = -1,
+                .lock_fd = -1};
     int c, bad = 0;
     if (!talk) opterr = 0;
     while (!bad && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -247,12 +252,39 @@ static gm_status continue_run(args *a, const gm_search_config *cfg, gm_ckpt *ck,
     return GM_OK;
 }
 
+/*
+ * One sweep per run folder: rank 0 holds RUN/search.lock from here to its
+ * exit, so a second command on the same folder (which would otherwise resume
+ * the checkpoint the first is writing) is refused with who holds it.
+ */
+static gm_status lock_run(args *a, const char *out, gm_error *err)
+{
+    char path[sizeof ((gm_search_config *)0)->out + 16], owner[256], host[128] = "?", held[256];
+    if (gm_fs_mkdirs(out) != 0) return gm_error_set(err, GM_EIO, "%s: cannot create the run folder: %s", out, strerror(errno));
+    snprintf(path, sizeof path, "%s/search.lock", out);
+    gethostname(host, sizeof host - 1);
+    snprintf(owner, sizeof owner, "pid %ld on %s\n", (long)getpid(), host);
+    a->lock_fd = gm_fs_lock(path, owner, held, sizeof held);
+    if (a->lock_fd >= 0) return GM_OK;
+    if (errno != EAGAIN && errno != EACCES) return gm_error_set(err, GM_EIO, "%s: %s", path, strerror(errno));
+    held[strcspn(held, "\n")] = '\0';
+    return gm_error_set(err, GM_EINVAL,
+                        "another gmorph-search (%s) is running in %s/: wait for it, stop it, or write to another \"out\"",
+                        held[0] ? held : "its owner unknown", out);
+}
+
 /* Rank 0: the config (file and overrides, or the checkpoint's) and, on resume, the checkpoint. */
 static gm_status resolve_config(args *a, gm_search_config *cfg, gm_ckpt *ck, gm_error *err)
 {
     gm_search_defaults(cfg);
     gm_status st;
     if (a->resume) {
+        /* The run folder is where the checkpoint is: a moved or copied folder resumes in place. */
+        const char *slash = strrchr(a->resume, '/');
+        if (!slash) snprintf(cfg->out, sizeof cfg->out, ".");
+        else snprintf(cfg->out, sizeof cfg->out, "%.*s", (int)(slash - a->resume), a->resume);
+        st = lock_run(a, cfg->out, err);
+        if (st != GM_OK) return st;
         st = gm_ckpt_load(a->resume, ck, err);
         char prev[4200];
         snprintf(prev, sizeof prev, "%s.prev", a->resume);
@@ -264,11 +296,10 @@ static gm_status resolve_config(args *a, gm_search_config *cfg, gm_ckpt *ck, gm_
                 snprintf(err->msg + n, sizeof err->msg - n, " (the previous checkpoint is %.*s: --resume it)",
                          (int)(sizeof err->msg - n - 48), prev);
         }
+        char out[sizeof cfg->out];
+        memcpy(out, cfg->out, sizeof out);
         if (st == GM_OK) st = gm_search_config_parse(cfg, ck->config, a->resume, err);
-        /* The run folder is where the checkpoint is: a moved or copied folder resumes in place. */
-        const char *slash = strrchr(a->resume, '/');
-        if (!slash) snprintf(cfg->out, sizeof cfg->out, ".");
-        else snprintf(cfg->out, sizeof cfg->out, "%.*s", (int)(slash - a->resume), a->resume);
+        memcpy(cfg->out, out, sizeof out);
     } else {
         st = gm_search_config_load(cfg, a->config, err);
         if (a->out) snprintf(cfg->out, sizeof cfg->out, "%s", a->out);
@@ -283,6 +314,7 @@ static gm_status resolve_config(args *a, gm_search_config *cfg, gm_ckpt *ck, gm_
     if (a->device) snprintf(cfg->device, sizeof cfg->device, "%s", a->device);
     if (a->ckpt_every >= 0) cfg->checkpoint_every = (int)a->ckpt_every;
     if (a->timeout >= 0) cfg->timeout_s = a->timeout;
+    if (st == GM_OK && !a->resume) st = lock_run(a, cfg->out, err);
     if (st == GM_OK && !a->resume) st = continue_run(a, cfg, ck, err);
     return st;
 }
@@ -546,5 +578,6 @@ int main(int argc, char **argv)
     code = rank == 0 ? coordinator_main(&cfg, &a, a.resume || a.resuming ? &ck : NULL, size, local_rank)
                      : worker_main(&cfg, rank, (int)a.group_size, local_rank);
     gm_ckpt_free(&ck);
+    if (a.lock_fd >= 0) close(a.lock_fd); /* after every result is written */
     return finalize(code);
 }

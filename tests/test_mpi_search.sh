@@ -8,6 +8,7 @@
 #   the uninterrupted run's table and best;
 # - when a worker rank is killed, the job ends and its checkpoint resumes;
 # - a candidate past its time-out is dispatched once more, then failed;
+# - a second command on a running sweep's folder is refused, naming who runs it;
 # - the same command run again continues the sweep in its run folder and ends
 #   with the uninterrupted table; one that changes the threshold is refused by
 #   name; --fresh starts over;
@@ -78,10 +79,17 @@ finished() { # ids the checkpoint holds as finished (status != 0, pending)
 $mpi -np 3 "$gs" --config "$tmp/search.json" --out "$tmp/rk" >/dev/null 2>"$tmp/rk.err" &
 pid=$!
 n=0
+second=untried
 while [ "$n" -lt 4 ] && kill -0 "$pid" 2>/dev/null; do
     sleep 0.2
     [ -f "$tmp/rk/search.h5" ] && n=$(finished "$tmp/rk/search.h5" | wc -l)
+    if [ "$second" = untried ] && [ "$n" -ge 1 ]; then # the same command while it runs: refused, not resumed
+        "$gs" --config "$tmp/search.json" --out "$tmp/rk" >/dev/null 2>"$tmp/second.err"
+        second=$?
+    fi
 done
+[ "$second" = 2 ] && grep -q "another gmorph-search (pid [0-9]* on .*) is running in $tmp/rk/" "$tmp/second.err" &&
+    ok "a second sweep in a running sweep's folder is refused" || { bad "second sweep: $second"; cat "$tmp/second.err"; }
 pkill -9 -f -- "--out $tmp/rk" # every rank and mpirun at once, as a node failure would
 wait "$pid" 2>/dev/null
 sleep 1

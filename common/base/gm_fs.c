@@ -2,9 +2,11 @@
 #include "gm_fs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int gm_fs_mkdirs(const char *path)
 {
@@ -20,4 +22,27 @@ int gm_fs_mkdirs(const char *path)
         *p = '/';
     }
     return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+int gm_fs_lock(const char *path, const char *owner, char *held_by, size_t cap)
+{
+    if (held_by && cap) held_by[0] = '\0';
+    int fd = open(path, O_RDWR | O_CREAT, 0666);
+    if (fd < 0) return -1;
+    struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_SETLK, &l) != 0) {
+        const int e = errno;
+        if (held_by && cap > 1) {
+            ssize_t n = pread(fd, held_by, cap - 1, 0);
+            held_by[n > 0 ? n : 0] = '\0';
+        }
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    if (owner && ftruncate(fd, 0) == 0) {
+        ssize_t w = pwrite(fd, owner, strlen(owner), 0);
+        (void)w; /* the text only informs whoever finds the lock held; the lock holds all the same */
+    }
+    return fd;
 }
