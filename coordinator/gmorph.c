@@ -20,6 +20,7 @@ static const command commands[] = {
     {"eval", "accuracy and batch-1 latency of a model file", gm_cmd_eval},
     {"zoo", "build a benchmark's datasets and models from its config", gm_cmd_zoo},
     {"report", "an HTML and Markdown report of a search's run folder", gm_cmd_report},
+    {"runs", "list gmorph-search run folders: state, candidates, best speed-up", gm_cmd_runs},
     {"import", "read an ONNX model (from PyTorch) into a gmorph model file", gm_cmd_import},
     {"export", "write a model file, fused ones included, as an ONNX model", gm_cmd_export},
 };

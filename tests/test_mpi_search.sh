@@ -8,7 +8,8 @@
 #   the uninterrupted run's table and best;
 # - when a worker rank is killed, the job ends and its checkpoint resumes;
 # - a candidate past its time-out is dispatched once more, then failed;
-# - a second command on a running sweep's folder is refused, naming who runs it;
+# - a second command on a running sweep's folder is refused, naming who runs it,
+#   and gmorph runs lists that sweep as running, then interrupted, then finished;
 # - the same command run again continues the sweep in its run folder and ends
 #   with the uninterrupted table; one that changes the threshold is refused by
 #   name; --fresh starts over;
@@ -86,6 +87,7 @@ while [ "$n" -lt 4 ] && kill -0 "$pid" 2>/dev/null; do
     if [ "$second" = untried ] && [ "$n" -ge 1 ]; then # the same command while it runs: refused, not resumed
         "$gs" --config "$tmp/search.json" --out "$tmp/rk" >/dev/null 2>"$tmp/second.err"
         second=$?
+        "$gm" runs "$tmp" >"$tmp/runs.running"
     fi
 done
 [ "$second" = 2 ] && grep -q "another gmorph-search (pid [0-9]* on .*) is running in $tmp/rk/" "$tmp/second.err" &&
@@ -93,6 +95,7 @@ done
 pkill -9 -f -- "--out $tmp/rk" # every rank and mpirun at once, as a node failure would
 wait "$pid" 2>/dev/null
 sleep 1
+"$gm" runs "$tmp" --json >"$tmp/runs.killed"
 finished "$tmp/rk/search.h5" >"$tmp/done_before"
 nb=$(wc -l <"$tmp/done_before")
 [ "$nb" -ge 4 ] && [ "$nb" -lt "$(table "$tmp/r1" | wc -l)" ] && ok "killed in the middle ($nb finished in the checkpoint)" \
@@ -105,6 +108,12 @@ again=$(comm -12 "$tmp/db" "$tmp/ta" | wc -l)
 [ "$again" -eq 0 ] && [ -s "$tmp/trained_after" ] && ok "no finished candidate trained again" \
     || { bad "$again finished candidates trained again"; cat "$tmp/rk2.err"; }
 same "resumed sweep equals the uninterrupted one" "$tmp/r1" "$tmp/rk"
+# gmorph runs told the three states apart: running (the lock held), interrupted, finished
+grep -q "^$tmp/rk  *running  *colour,scale,shape  *0.100 " "$tmp/runs.running" &&
+    grep -q "^$tmp/r1  *finished " "$tmp/runs.running" &&
+    python3 -c 'import json, sys; r = {x["run"]: x for x in json.load(open(sys.argv[1]))}; k = r[sys.argv[2] + "/rk"]; assert k["state"] == "interrupted" and k["candidates"] >= 4' "$tmp/runs.killed" "$tmp" &&
+    "$gm" runs "$tmp/rk" | grep -q "^$tmp/rk  *finished " &&
+    ok "gmorph runs: running, interrupted, finished" || { bad "gmorph runs"; cat "$tmp/runs.running" "$tmp/runs.killed"; }
 
 # ---- one worker rank dies: Open MPI ends the job, the checkpoint resumes ------------
 $mpi -np 3 "$gs" --config "$tmp/async.json" --out "$tmp/rd" >/dev/null 2>"$tmp/rd.err" &

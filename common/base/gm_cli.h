@@ -40,5 +40,6 @@ int gm_cmd_eval(int argc, char **argv);   /* worker/gm_cmd_eval.c */
 int gm_cmd_import(int argc, char **argv); /* worker/gm_cmd_import.c */
 int gm_cmd_export(int argc, char **argv); /* worker/gm_cmd_export.c */
 int gm_cmd_report(int argc, char **argv); /* coordinator/gm_cmd_report.c */
+int gm_cmd_runs(int argc, char **argv);   /* coordinator/gm_cmd_runs.c */
 
 #endif

@@ -46,3 +46,18 @@ int gm_fs_lock(const char *path, const char *owner, char *held_by, size_t cap)
     }
     return fd;
 }
+
+int gm_fs_lock_held(const char *path, char *held_by, size_t cap)
+{
+    if (held_by && cap) held_by[0] = '\0';
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    int held = fcntl(fd, F_GETLK, &l) == 0 && l.l_type != F_UNLCK;
+    if (held && held_by && cap > 1) {
+        ssize_t n = pread(fd, held_by, cap - 1, 0);
+        held_by[n > 0 ? n : 0] = '\0';
+    }
+    close(fd);
+    return held;
+}

@@ -17,5 +17,7 @@ int gm_fs_mkdirs(const char *path);
  * process holds it, and its owner text goes to held_by (cap bytes, may be NULL).
  */
 int gm_fs_lock(const char *path, const char *owner, char *held_by, size_t cap);
+/* 1 when another process holds gm_fs_lock on path now (its owner text into held_by), 0 when none does, -1 no file. */
+int gm_fs_lock_held(const char *path, char *held_by, size_t cap);
 
 #endif
