@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "gm_cli.h"
+#include "gm_version.h"
 
 typedef struct {
     const char *name, *summary;
@@ -31,7 +32,8 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n'gmorph <command> --help' describes each. The fusion search is gmorph-search.\n"
-               "Exit codes: 0 success, 2 bad usage or bad input, 1 runtime failure.\n");
+               "'gmorph --version' names the build's options. Exit codes: 0 success, 2 bad usage or bad input,\n"
+               "1 runtime failure.\n");
 }
 
 int main(int argc, char **argv)
@@ -39,6 +41,10 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage(stderr);
         return GM_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        gm_version_print(stdout, "gmorph");
+        return GM_EXIT_OK;
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);

@@ -21,6 +21,7 @@
 #include "gm_guide.h"
 #include "gm_mpi.h"
 #include "gm_sched.h"
+#include "gm_version.h"
 #include "gm_wire.h"
 
 #define CMD "search"
@@ -93,6 +94,7 @@ static void usage(FILE *f)
             "  --checkpoint-every N  results between checkpoints (overrides; 0: end and signals only)\n"
             "  --timeout S           a candidate running longer is dispatched again once, then failed\n"
             "  --quiet               no line per candidate\n"
+            "  --version             the release and the build's options (alone)\n"
             "  -h, --help            this text\n\n"
             "SIGUSR1 writes a checkpoint and goes on. SIGINT or SIGTERM writes a checkpoint and the results so\n"
             "far, and stops; candidates in flight go back to the queue when the sweep is resumed.\n");
@@ -529,6 +531,10 @@ int main(int argc, char **argv)
      * Slurm job, scancel -s USR1) must not kill a rank with the default action.
      * Rank 0 keeps these flag handlers; workers ignore the signals below.
      */
+    if (argc == 2 && !strcmp(argv[1], "--version")) { /* before MPI_Init: an install check needs no launcher */
+        gm_version_print(stdout, "gmorph-search");
+        return GM_EXIT_OK;
+    }
     struct sigaction sa = {0};
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on_stop;
