@@ -52,7 +52,9 @@ run eval "$tmp/cut.h5";             check "eval truncated" 2 $? "$tmp/err" "trun
 cmd="train --data $d --task shape --widths 8,16 --epochs 40 --limit 1024 --batch 32 --threads 1 --out $tmp/r.h5 --checkpoint-every 0.2"
 "$gm" $cmd >"$tmp/out" 2>"$tmp/err" &
 pid=$!
-sleep 1
+# Stop it once training runs (its first progress line), not after a fixed
+# delay: on a loaded machine start-up alone can take longer than a second.
+for _ in $(seq 600); do grep -q "epoch 1/" "$tmp/err" 2>/dev/null && break; kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 kill -TERM $pid
 wait $pid
 rc=$?
