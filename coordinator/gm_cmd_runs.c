@@ -85,7 +85,9 @@ static int cmp_path(const void *a, const void *b) { return strcmp(*(char *const 
 
 /* What one line says about a run folder. */
 typedef struct {
-    char state[16], holder[256], tasks[512], error[512], updated[32];
+    char state[16], holder[256], error[512], updated[32];
+    int ntasks;
+    char tasks[GM_MF_MAX_TASKS][64];
     double threshold, best, elapsed_s;
     int candidates, ended;
 } run_info;
@@ -108,9 +110,8 @@ static void read_run(const char *dir, run_info *r)
         gm_search_config cfg;
         gm_search_defaults(&cfg);
         if (gm_search_config_parse(&cfg, ck.config, p, &err) == GM_OK) r->threshold = cfg.threshold;
-        for (int t = 0; t < ck.ntasks; t++)
-            snprintf(r->tasks + strlen(r->tasks), sizeof r->tasks - strlen(r->tasks), "%s%s", t ? "," : "",
-                     ck.tasks[t]);
+        r->ntasks = ck.ntasks;
+        memcpy(r->tasks, ck.tasks, sizeof r->tasks);
         r->candidates = ck.ncand;
         r->elapsed_s = ck.elapsed_s;
         r->ended = ck.summary.ended;
@@ -142,11 +143,14 @@ static void print_text(const run_list *l, const run_info *info)
            "ELAPSED", "UPDATED");
     for (int i = 0; i < l->n; i++) {
         const run_info *r = &info[i];
-        char best[16] = "-", el[16], th[16] = "-";
+        char best[16] = "-", el[16], th[16] = "-", tasks[512] = "-";
+        for (int t = 0; t < r->ntasks; t++)
+            snprintf(tasks + (t ? strlen(tasks) : 0), sizeof tasks - (t ? strlen(tasks) : 0), "%s%s", t ? "," : "",
+                     r->tasks[t]);
         if (!isnan(r->best)) snprintf(best, sizeof best, "%.2fx", r->best);
         if (!isnan(r->threshold)) snprintf(th, sizeof th, "%.3f", r->threshold);
         elapsed(r->elapsed_s, el, sizeof el);
-        printf("%-*s  %-11s  %-28.28s %9s %10d %7s %8s  %s\n", w, l->path[i], r->state, r->tasks[0] ? r->tasks : "-",
+        printf("%-*s  %-11s  %-28.28s %9s %10d %7s %8s  %s\n", w, l->path[i], r->state, tasks,
                th, r->candidates, best, el, r->updated[0] ? r->updated : "-");
     }
 }
@@ -163,10 +167,7 @@ static int print_json(const run_list *l, const run_info *info)
         if (r->holder[0] && !strcmp(r->state, "running")) cJSON_AddStringToObject(o, "held_by", r->holder);
         if (r->error[0]) cJSON_AddStringToObject(o, "error", r->error);
         cJSON *t = cJSON_AddArrayToObject(o, "tasks");
-        char tasks[sizeof r->tasks];
-        snprintf(tasks, sizeof tasks, "%s", r->tasks);
-        for (char *save = NULL, *s = strtok_r(tasks, ",", &save); s; s = strtok_r(NULL, ",", &save))
-            cJSON_AddItemToArray(t, cJSON_CreateString(s));
+        for (int k = 0; k < r->ntasks; k++) cJSON_AddItemToArray(t, cJSON_CreateString(r->tasks[k]));
         if (isnan(r->threshold)) cJSON_AddNullToObject(o, "threshold");
         else cJSON_AddNumberToObject(o, "threshold", r->threshold);
         cJSON_AddNumberToObject(o, "candidates", r->candidates);

@@ -160,9 +160,8 @@ static gm_status suffix_open(gm_guide *gd, probe_state *p, int dst, suffix *sx, 
     if (!(sx->blocks = malloc(sizeof(gm_block) * (size_t)(m->nblocks - l))))
         return gm_error_set(err, GM_ENOMEM, "guide: out of memory");
     memcpy(sx->blocks, m->blocks + l, sizeof(gm_block) * (size_t)(m->nblocks - l));
-    if (gd->o.project_shortcuts && gm_block_identity_add(&m->blocks[l]) >= 0 &&
-        gm_block_project_shortcut(&m->blocks[l], in.c, &sx->blocks[0], &sx->at, NULL) != GM_OK)
-        sx->at = -1;
+    if (gd->o.project_shortcuts) /* a block without an identity shortcut stays as it is (at -1) */
+        (void)gm_block_project_shortcut(&m->blocks[l], in.c, &sx->blocks[0], &sx->at, NULL);
     gm_net_desc d = {.input = in, .nblocks = m->nblocks - l, .blocks = sx->blocks, .parent = NULL};
     gm_status st = gm_net_create(&sx->net, p->be, &d, CHUNK, 1, err);
     sx->npar = m->nparams - po + gm_block_nparams(&sx->blocks[0]) - gm_block_nparams(&m->blocks[l]);

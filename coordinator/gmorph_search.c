@@ -209,6 +209,23 @@ static int parse_args(int argc, char **argv, args *a, int talk)
     return 0;
 }
 
+/* gm_ckpt_load; on failure the message points at the previous checkpoint when the atomic save kept one. */
+static gm_status load_checkpoint(const char *path, gm_ckpt *ck, gm_error *err)
+{
+    gm_status st = gm_ckpt_load(path, ck, err);
+    char prev[4200];
+    snprintf(prev, sizeof prev, "%s.prev", path);
+    FILE *f = st != GM_OK ? fopen(prev, "rb") : NULL;
+    if (f) {
+        fclose(f);
+        size_t n = strlen(err->msg);
+        if (n + strlen(prev) + 48 < sizeof err->msg)
+            snprintf(err->msg + n, sizeof err->msg - n, " (the previous checkpoint is %.*s: --resume it)",
+                     (int)(sizeof err->msg - n - 48), prev);
+    }
+    return st;
+}
+
 /*
  * A config run again where a sweep left its checkpoint continues that sweep
  * (as `gmorph train` does): the checkpoint is loaded into ck and a->resuming
@@ -226,12 +243,10 @@ static gm_status continue_run(args *a, const gm_search_config *cfg, gm_ckpt *ck,
         fprintf(stderr, "gmorph-search: --fresh: starting over in %s/ (its checkpoint will be replaced)\n", cfg->out);
         return GM_OK;
     }
-    gm_status st = gm_ckpt_load(path, ck, err);
+    gm_status st = load_checkpoint(path, ck, err);
     if (st != GM_OK) {
         size_t n = strlen(err->msg);
-        if (n + 100 < sizeof err->msg)
-            snprintf(err->msg + n, sizeof err->msg - n,
-                     " (the run folder's checkpoint: --resume its .prev if there is one, or --fresh to start over)");
+        if (n + 40 < sizeof err->msg) snprintf(err->msg + n, sizeof err->msg - n, "; --fresh starts over");
         return st;
     }
     gm_search_config prev;
@@ -287,17 +302,7 @@ static gm_status resolve_config(args *a, gm_search_config *cfg, gm_ckpt *ck, gm_
         else snprintf(cfg->out, sizeof cfg->out, "%.*s", (int)(slash - a->resume), a->resume);
         st = lock_run(a, cfg->out, err);
         if (st != GM_OK) return st;
-        st = gm_ckpt_load(a->resume, ck, err);
-        char prev[4200];
-        snprintf(prev, sizeof prev, "%s.prev", a->resume);
-        FILE *f = st != GM_OK ? fopen(prev, "rb") : NULL;
-        if (f) { /* point at the one before, which the atomic save kept */
-            fclose(f);
-            size_t n = strlen(err->msg);
-            if (n + strlen(prev) + 48 < sizeof err->msg)
-                snprintf(err->msg + n, sizeof err->msg - n, " (the previous checkpoint is %.*s: --resume it)",
-                         (int)(sizeof err->msg - n - 48), prev);
-        }
+        st = load_checkpoint(a->resume, ck, err);
         char out[sizeof cfg->out];
         memcpy(out, cfg->out, sizeof out);
         if (st == GM_OK) st = gm_search_config_parse(cfg, ck->config, a->resume, err);

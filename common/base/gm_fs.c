@@ -24,6 +24,14 @@ int gm_fs_mkdirs(const char *path)
     return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* The lock file's owner text (what the holder wrote) into buf. */
+static void read_owner(int fd, char *buf, size_t cap)
+{
+    if (!buf || cap < 2) return;
+    ssize_t n = pread(fd, buf, cap - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+}
+
 int gm_fs_lock(const char *path, const char *owner, char *held_by, size_t cap)
 {
     if (held_by && cap) held_by[0] = '\0';
@@ -32,10 +40,7 @@ int gm_fs_lock(const char *path, const char *owner, char *held_by, size_t cap)
     struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
     if (fcntl(fd, F_SETLK, &l) != 0) {
         const int e = errno;
-        if (held_by && cap > 1) {
-            ssize_t n = pread(fd, held_by, cap - 1, 0);
-            held_by[n > 0 ? n : 0] = '\0';
-        }
+        read_owner(fd, held_by, cap);
         close(fd);
         errno = e;
         return -1;
@@ -54,10 +59,7 @@ int gm_fs_lock_held(const char *path, char *held_by, size_t cap)
     if (fd < 0) return -1;
     struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
     int held = fcntl(fd, F_GETLK, &l) == 0 && l.l_type != F_UNLCK;
-    if (held && held_by && cap > 1) {
-        ssize_t n = pread(fd, held_by, cap - 1, 0);
-        held_by[n > 0 ? n : 0] = '\0';
-    }
+    if (held) read_owner(fd, held_by, cap);
     close(fd);
     return held;
 }

@@ -213,8 +213,9 @@ int gm_block_projection_of(const gm_block *proj, const gm_block *orig)
 {
     gm_block p;
     int at;
-    if (proj->nops != orig->nops + 1 || gm_block_identity_add(orig) < 0) return -1;
-    const gm_op *c = &proj->ops[gm_block_identity_add(orig)];
+    const int add = gm_block_identity_add(orig);
+    if (proj->nops != orig->nops + 1 || add < 0) return -1;
+    const gm_op *c = &proj->ops[add];
     if (c->kind != GM_OP_CONV2D || c->p.conv.k != 1) return -1;
     if (gm_block_project_shortcut(orig, c->p.conv.cin, &p, &at, NULL) != GM_OK) return -1;
     for (int k = 0; k < p.nops; k++) {

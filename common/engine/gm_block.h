@@ -69,7 +69,7 @@ void gm_block_shapes(const gm_block *b, gm_shape in, gm_shape *shapes);
  * gm_block_identity_add: the index of the ADD that reads the block input, or -1.
  * gm_block_project_shortcut: out = b with the convolution inserted just before
  *   that ADD (index *at, the ADD's old index); GM_EINVAL when b has no identity
- *   shortcut or no room for one more op.
+ *   shortcut or no room for one more op, and then out and *at are untouched.
  * gm_block_project_params: the unprojected block's parameters (par) laid out
  *   for the projected block proj (out: gm_block_nparams(proj) floats), its
  *   convolution at index at set to identity. Buffers do not move (the
