@@ -47,7 +47,10 @@ void gm_ckpt_free(gm_ckpt *c)
 {
     if (!c) return;
     free(c->config);
-    for (int i = 0; c->cand && i < c->ncand; i++) free(c->cand[i].enc);
+    for (int i = 0; c->cand && i < c->ncand; i++) {
+        free(c->cand[i].enc);
+        free(c->cand[i].curve);
+    }
     free(c->cand);
     for (int k = 0; c->elite_w && k < c->nelites; k++) gm_mfile_free(&c->elite_w[k]);
     free(c->elite_w);
@@ -104,6 +107,9 @@ static gm_status check_row(const gm_ckpt *c, int i, gm_status code, const char *
     if (r->worker < -1) return fail(err, code, file, "candidate %d: worker %d is below -1", i, r->worker);
     if (r->enc_len < 0 || r->enc_len > MAX_ENC || (r->enc_len > 0 && !r->enc))
         return fail(err, code, file, "candidate %d: encoding of %d values (at most %d)", i, r->enc_len, MAX_ENC);
+    if (r->ncurve < 0 || r->ncurve > GM_CKPT_MAX_CURVE || (r->ncurve > 0 && !r->curve))
+        return fail(err, code, file, "candidate %d: learning curve of %d points (at most %d)", i, r->ncurve,
+                    GM_CKPT_MAX_CURVE);
     return GM_OK;
 }
 
@@ -331,6 +337,31 @@ static void scatter(const column *col, gm_ckpt_cand *rows, int n, const void *bu
 
 /* ---- save --------------------------------------------------------------------------- */
 
+/* Every candidate's learning curve: offsets by candidate, points as rows. */
+static gm_status write_curves(hid_t g, const gm_ckpt *c, gm_error *e)
+{
+    const int n = c->ncand;
+    const size_t cols = GM_CKPT_CURVE_COLS(c->ntasks);
+    long long *off = malloc(sizeof(long long) * ((size_t)n + 1));
+    if (!off) return gm_error_set(e, GM_ENOMEM, "out of memory for the learning curves");
+    off[0] = 0;
+    for (int i = 0; i < n; i++) off[i + 1] = off[i] + c->cand[i].ncurve;
+    double *pts = malloc(sizeof(double) * ((size_t)off[n] * cols + 1));
+    if (!pts) {
+        free(off);
+        return gm_error_set(e, GM_ENOMEM, "out of memory for the learning curves");
+    }
+    for (int i = 0; i < n; i++)
+        if (c->cand[i].ncurve > 0)
+            memcpy(pts + (size_t)off[i] * cols, c->cand[i].curve, sizeof(double) * (size_t)c->cand[i].ncurve * cols);
+    hsize_t no = (hsize_t)n + 1, dims[2] = {(hsize_t)off[n], (hsize_t)cols};
+    gm_status st = gm_h5_write(g, "curve_offset", H5T_NATIVE_LLONG, 1, &no, off, e);
+    if (st == GM_OK) st = gm_h5_write(g, "curve", H5T_NATIVE_DOUBLE, 2, dims, pts, e);
+    free(off);
+    free(pts);
+    return st;
+}
+
 static gm_status write_candidates(hid_t f, const gm_ckpt *c, const char *file, gm_error *err)
 {
     const int n = c->ncand, nt = c->ntasks;
@@ -383,6 +414,7 @@ static gm_status write_candidates(hid_t f, const gm_ckpt *c, const char *file, g
         hsize_t ne = (hsize_t)total;
         st = gm_h5_write(g, "enc", H5T_NATIVE_INT32, 1, &ne, enc, &e);
     }
+    if (st == GM_OK) st = write_curves(g, c, &e);
     H5Gclose(g);
     free(buf);
     return st == GM_OK ? GM_OK : wrap(err, &e, file, "candidates");
@@ -642,6 +674,50 @@ static gm_status read_encodings(hid_t g, gm_ckpt *c, void *buf, const char *file
     return st;
 }
 
+/* The learning curves (a file without them: none). Offsets are checked before any point is trusted. */
+static gm_status read_curves(hid_t g, gm_ckpt *c, const char *file, gm_error *err)
+{
+    if (H5Lexists(g, "curve_offset", H5P_DEFAULT) <= 0) return GM_OK;
+    const int n = c->ncand;
+    const size_t cols = GM_CKPT_CURVE_COLS(c->ntasks);
+    gm_error e;
+    hsize_t no = (hsize_t)n + 1, dims[GM_H5_MAX_RANK];
+    int rank;
+    long long *off = malloc(sizeof(long long) * ((size_t)n + 1));
+    if (!off) return fail(err, GM_ENOMEM, file, "out of memory for the learning curves");
+    gm_status st = GM_OK;
+    if (gm_h5_read(g, "curve_offset", H5T_NATIVE_LLONG, 1, &no, off, &e) != GM_OK ||
+        gm_h5_shape(g, "curve", &rank, dims, &e) != GM_OK)
+        st = wrap(err, &e, file, "candidates");
+    else if (rank != 2 || dims[1] != cols)
+        st = fail(err, GM_EFORMAT, file, "candidates: dataset \"curve\" is not points x %zu values", cols);
+    else if (off[0] != 0)
+        st = fail(err, GM_EFORMAT, file, "candidates: curve_offset[0] is %lld, not 0", off[0]);
+    for (int i = 0; st == GM_OK && i < n; i++)
+        if (off[i + 1] < off[i] || off[i + 1] - off[i] > GM_CKPT_MAX_CURVE)
+            st = fail(err, GM_EFORMAT, file,
+                      "candidates: curve_offset %lld..%lld of candidate %d is not a curve of 0..%d points", off[i],
+                      off[i + 1], i, GM_CKPT_MAX_CURVE);
+    if (st == GM_OK && (unsigned long long)off[n] != (unsigned long long)dims[0])
+        st = fail(err, GM_EFORMAT, file, "candidates: curve_offset ends at %lld, but curve holds %llu points", off[n],
+                  (unsigned long long)dims[0]);
+    double *pts = st == GM_OK ? malloc(sizeof(double) * ((size_t)dims[0] * cols + 1)) : NULL;
+    if (st == GM_OK && !pts) st = fail(err, GM_ENOMEM, file, "out of memory for the learning curves");
+    if (st == GM_OK && gm_h5_read(g, "curve", H5T_NATIVE_DOUBLE, 2, dims, pts, &e) != GM_OK)
+        st = wrap(err, &e, file, "candidates");
+    for (int i = 0; st == GM_OK && i < n; i++) {
+        gm_ckpt_cand *r = &c->cand[i];
+        r->ncurve = (int)(off[i + 1] - off[i]);
+        if (r->ncurve == 0) continue;
+        if (!(r->curve = malloc(sizeof(double) * (size_t)r->ncurve * cols)))
+            st = fail(err, GM_ENOMEM, file, "out of memory for the learning curves");
+        else memcpy(r->curve, pts + (size_t)off[i] * cols, sizeof(double) * (size_t)r->ncurve * cols);
+    }
+    free(off);
+    free(pts);
+    return st;
+}
+
 static gm_status read_columns(hid_t g, gm_ckpt *c, void *buf, const char *file, gm_error *err)
 {
     const int n = c->ncand, nt = c->ntasks;
@@ -693,6 +769,7 @@ static gm_status read_candidates(hid_t f, gm_ckpt *c, const char *file, gm_error
     }
     if (st == GM_OK) st = read_columns(g, c, buf, file, err);
     if (st == GM_OK) st = read_encodings(g, c, buf, file, err);
+    if (st == GM_OK) st = read_curves(g, c, file, err);
     free(buf);
     H5Gclose(g);
     return st;

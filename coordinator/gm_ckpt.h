@@ -31,7 +31,11 @@
                      them); val (rows x tasks,
  *                     float64); enc_offset (int64, rows + 1) and enc (int32):
  *                     candidate i's graph encoding (gm_fgraph_encode) is
- *                     enc[enc_offset[i] .. enc_offset[i+1])
+ *                     enc[enc_offset[i] .. enc_offset[i+1]); curve_offset
+ *                     (int64, rows + 1) and curve (float64, points x
+ *                     (2 + tasks): epoch, loss, accuracy per task): candidate
+ *                     i's learning curve is rows curve_offset[i] ..
+ *                     curve_offset[i+1] (both absent in older files: no curves)
  *   /elites/<id>/     each elite's fine-tuned model (gm_mfile_write layout)
  *   /best/            the best model so far (absent while best_id is -1)
  *
@@ -87,7 +91,17 @@ typedef struct {
     double val[GM_MF_MAX_TASKS]; /* NAN where not fine-tuned */
     int enc_len;
     int32_t *enc;             /* owned by the row (malloc) */
+    /*
+     * Its fine-tune's learning curve (gm_ft_check), ncurve points of
+     * GM_CKPT_CURVE_COLS(ntasks) values each: epoch, loss (NAN at epoch 0),
+     * the validation accuracy of every task. Owned (malloc); NULL when ncurve is 0.
+     */
+    int ncurve;
+    double *curve;
 } gm_ckpt_cand;
+
+#define GM_CKPT_CURVE_COLS(ntasks) (2 + (ntasks))
+enum { GM_CKPT_MAX_CURVE = 1024 }; /* points per candidate that a file may hold */
 
 /*
  * What the sweep measured beyond the candidates, for its report (version 2):

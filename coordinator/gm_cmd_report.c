@@ -26,7 +26,9 @@
 
 #include "gm_ckpt.h"
 #include "gm_cli.h"
+#include "gm_filter.h"
 #include "gm_fgraph.h"
+#include "gm_search.h"
 #include "gm_search_config.h"
 #include "gm_svg.h"
 
@@ -34,7 +36,7 @@
 
 enum { PATH_CAP = 4096, NOTE_CAP = 1536 }; /* notes quote paths up to 1024 bytes */
 
-enum { FIG_PROGRESS, FIG_PARETO, FIG_GRAPH, NFIGS };
+enum { FIG_PROGRESS, FIG_PARETO, FIG_CURVES, FIG_GRAPH, NFIGS };
 
 typedef struct {
     const char *file, *title;
@@ -445,6 +447,19 @@ static gm_status fig_progress(report *R, figure *F, gm_error *err)
     return GM_OK;
 }
 
+enum { LEGEND_X = 670 };
+
+/* The legend of the candidate plots: a swatch (dash NULL) or line per fine-tuned status with its count, and the threshold. */
+static void status_legend(const report *R, gm_svg_buf *b, const char *dash)
+{
+    for (int s = GM_CAND_PASSED; s <= GM_CAND_ABORTED; s++) {
+        char l[64];
+        snprintf(l, sizeof l, "%s (%d)", gm_cand_status_name((gm_cand_status)s), R->count[s]);
+        gm_svg_legend(b, LEGEND_X, 40 + 20 * (s - 1), status_colour((gm_cand_status)s), dash, l);
+    }
+    gm_svg_legend(b, LEGEND_X, 110, THRESHOLD_COLOUR, "6 4", "threshold");
+}
+
 /* The Pareto front (lowest latency at or below each drop) as a step line from the sorted pairs. */
 static void pareto_line(gm_svg_buf *b, const gm_svg_frame *f, const double *p, int n)
 {
@@ -512,14 +527,8 @@ static gm_status fig_pareto(report *R, figure *F, gm_error *err)
                      "stroke-dasharray=\"6 4\"/>\n", tx, f.top, tx, f.top + f.height, THRESHOLD_COLOUR);
     if (n > 0) pareto_line(b, &f, p, n);
     pareto_points(R, b, &f);
-    const double lx = 670;
-    for (int s = GM_CAND_PASSED; s <= GM_CAND_ABORTED; s++) {
-        char l[64];
-        snprintf(l, sizeof l, "%s (%d)", gm_cand_status_name((gm_cand_status)s), R->count[s]);
-        gm_svg_legend(b, lx, 40 + 20 * (s - 1), status_colour((gm_cand_status)s), NULL, l);
-    }
-    gm_svg_legend(b, lx, 110, THRESHOLD_COLOUR, "6 4", "threshold");
-    gm_svg_legend(b, lx, 130, "#333333", "", "Pareto front");
+    status_legend(R, b, NULL);
+    gm_svg_legend(b, LEGEND_X, 130, "#333333", "", "Pareto front");
     gm_svg_end(b);
     F->drawn = 1;
     snprintf(F->caption, sizeof F->caption,
@@ -528,6 +537,99 @@ static gm_status fig_pareto(report *R, figure *F, gm_error *err)
              "dashed vertical line is the threshold (%.2f points); the step line is the Pareto front, the lowest "
              "latency reached at or below each drop; the square marks the best.", n, unmeasured, thr);
     free(p);
+    return GM_OK;
+}
+
+/*
+ * An aborted candidate's verdict, drawn as the rule (gm_search_curve_abort)
+ * made it: for each task still short of its target, the geometric fit of its
+ * checks, extended to the budget, as a drop (dotted); only where the fit says
+ * the target is out of reach, as it did for the abort.
+ */
+static void curve_extrapolation(const report *R, gm_svg_buf *b, const gm_svg_frame *f, const gm_ckpt_cand *r)
+{
+    const int nt = R->ck.ntasks, cols = GM_CKPT_CURVE_COLS(nt), n = r->ncurve;
+    const double horizon = r->epochs > R->cfg.ft_epochs ? R->cfg.ft_epochs + R->cfg.ft_extra_epochs : R->cfg.ft_epochs;
+    double ep[GM_CKPT_MAX_CURVE], acc[GM_CKPT_MAX_CURVE];
+    for (int t = 0; t < nt; t++) {
+        const double target = R->ck.summary.orig_val[t] - R->cfg.threshold;
+        for (int i = 0; i < n; i++) {
+            ep[i] = r->curve[(size_t)i * cols];
+            acc[i] = r->curve[(size_t)i * cols + 2 + t];
+        }
+        gm_curve c;
+        if (!gm_search_curve_abort(NULL, ep, acc, n, (int)horizon, target) || gm_curve_fit(ep, acc, n, &c) != 0) continue;
+        gm_svg_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.2\" stroke-dasharray=\"2 3\" "
+                         "points=\"", status_colour(r->status));
+        for (int k = 0; k <= 20; k++) {
+            const double e = ep[n - 1] + (horizon - ep[n - 1]) * k / 20.0;
+            const double drop = 100 * (R->ck.summary.orig_val[t] - gm_curve_at(&c, e));
+            gm_svg_printf(b, "%.1f,%.1f ", gm_svg_px(f, e), gm_svg_py(f, fmin(fmax(drop, f->y0), f->y1)));
+        }
+        gm_svg_printf(b, "\"><title>candidate %d, task %s: the learning-curve fit at epoch %.0f</title></polyline>\n",
+                      r->id, R->ck.tasks[t], horizon);
+    }
+}
+
+/* Plot 3: every fine-tuned candidate's worst drop at each accuracy check; aborts with their extrapolation. */
+static gm_status fig_curves(report *R, figure *F, gm_error *err)
+{
+    (void)err;
+    const gm_ckpt *ck = &R->ck;
+    const int nt = ck->ntasks, cols = GM_CKPT_CURVE_COLS(nt);
+    int ncurves = 0, orig_known = 1;
+    double xhi = R->cfg.ft_epochs, ylo = 0, yhi = 100 * R->cfg.threshold;
+    for (int t = 0; t < nt; t++) orig_known &= isfinite(ck->summary.orig_val[t]);
+    for (int i = 0; orig_known && i < ck->ncand; i++) {
+        const gm_ckpt_cand *r = &ck->cand[i];
+        if (!tuned(r) || r->ncurve == 0) continue;
+        ncurves++;
+        for (int k = 0; k < r->ncurve; k++) {
+            const double *q = r->curve + (size_t)k * cols;
+            double w = -INFINITY;
+            for (int t = 0; t < nt; t++) w = fmax(w, ck->summary.orig_val[t] - q[2 + t]);
+            xhi = fmax(xhi, q[0]);
+            if (isfinite(w)) ylo = fmin(ylo, 100 * w), yhi = fmax(yhi, 100 * w);
+        }
+    }
+    if (ncurves == 0) {
+        snprintf(F->caption, sizeof F->caption, "%s",
+                 !orig_known ? "No learning curves drawn: the checkpoint predates the originals' accuracies."
+                             : "No learning curves: no candidate was fine-tuned, or the checkpoint predates them.");
+        return GM_OK;
+    }
+    gm_svg_buf *b = &F->svg;
+    gm_svg_frame f = {.left = 80, .top = 20, .width = 560, .height = 320};
+    gm_svg_frame_fit(&f, 0, xhi, ylo, fmin(yhi, 100));
+    gm_svg_begin(b, 880, 400, "learning curves: worst drop at each check");
+    gm_svg_axes(b, &f, "fine-tune epochs", "worst task's validation accuracy drop (points)");
+    const double ty = round(gm_svg_py(&f, 100 * R->cfg.threshold));
+    gm_svg_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\" "
+                     "stroke-dasharray=\"6 4\"/>\n", f.left, ty, f.left + f.width, ty, THRESHOLD_COLOUR);
+    for (int i = 0; i < ck->ncand; i++) {
+        const gm_ckpt_cand *r = &ck->cand[i];
+        if (!tuned(r) || r->ncurve == 0) continue;
+        gm_svg_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" class=\"curve\" "
+                         "points=\"", status_colour(r->status));
+        for (int k = 0; k < r->ncurve; k++) {
+            const double *q = r->curve + (size_t)k * cols;
+            double w = -INFINITY;
+            for (int t = 0; t < nt; t++) w = fmax(w, ck->summary.orig_val[t] - q[2 + t]);
+            gm_svg_printf(b, "%.1f,%.1f ", gm_svg_px(&f, q[0]), gm_svg_py(&f, fmin(100 * w, f.y1)));
+        }
+        gm_svg_printf(b, "\"><title>candidate %d: %s after %d epochs</title></polyline>\n", r->id,
+                      gm_cand_status_name(r->status), r->epochs);
+        if (r->status == GM_CAND_ABORTED && R->cfg.filter_curve) curve_extrapolation(R, b, &f, r);
+    }
+    status_legend(R, b, "");
+    gm_svg_legend(b, LEGEND_X, 130, status_colour(GM_CAND_ABORTED), "2 3", "fit behind an abort");
+    gm_svg_end(b);
+    F->drawn = 1;
+    snprintf(F->caption, sizeof F->caption,
+             "The learning curves of %d fine-tuned candidates: the worst task's validation accuracy drop at every "
+             "check, from the candidate as built (epoch 0) to its last epoch. The dashed line is the threshold "
+             "(%.2f points). Dotted: for an aborted candidate, the geometric fit of each task that the learning-curve "
+             "rule judged out of reach, extended to the budget it was judged at.", ncurves, 100 * R->cfg.threshold);
     return GM_OK;
 }
 
@@ -884,6 +986,8 @@ static void write_doc(report *R, doc *d, table *t)
     doc_figure(d, &R->fig[FIG_PROGRESS]);
     doc_heading(d, 2, "Latency against accuracy drop");
     doc_figure(d, &R->fig[FIG_PARETO]);
+    doc_heading(d, 2, "Learning curves");
+    doc_figure(d, &R->fig[FIG_CURVES]);
     sec_graph(R, d);
     if (d->kind == DOC_HTML) gm_svg_printf(d->b, "</body>\n</html>\n");
 }
@@ -911,12 +1015,14 @@ static gm_status write_file(const char *dir, const char *name, const char *prefi
 
 static gm_status write_outputs(report *R, gm_error *err)
 {
-    static const char *const files[NFIGS] = {"report-progress.svg", "report-pareto.svg", "report-graph.svg"};
+    static const char *const files[NFIGS] = {"report-progress.svg", "report-pareto.svg", "report-curves.svg",
+                                             "report-graph.svg"};
     static const char *const titles[NFIGS] = {"best speed-up so far", "latency against accuracy drop",
-                                              "best fused graph"};
+                                              "learning curves", "best fused graph"};
     for (int k = 0; k < NFIGS; k++) R->fig[k] = (figure){.file = files[k], .title = titles[k]};
     gm_status st = fig_progress(R, &R->fig[FIG_PROGRESS], err);
     if (st == GM_OK) st = fig_pareto(R, &R->fig[FIG_PARETO], err);
+    if (st == GM_OK) st = fig_curves(R, &R->fig[FIG_CURVES], err);
     if (st == GM_OK) st = fig_graph(R, &R->fig[FIG_GRAPH], err);
     for (int k = 0; st == GM_OK && k < NFIGS; k++) {
         char old[PATH_CAP + 64];

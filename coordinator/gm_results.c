@@ -53,6 +53,22 @@ void gm_results_close(gm_results *R)
     free(R);
 }
 
+/* "curve": [{"epoch": e, "loss": l or null, "val": {task: acc, ...}}, ...], as the checkpoint holds it. */
+static void write_curve(FILE *f, const gm_ckpt_cand *r, int n, char (*task)[64])
+{
+    fprintf(f, "\"curve\": [");
+    for (int i = 0; i < r->ncurve; i++) {
+        const double *p = r->curve + (size_t)i * GM_CKPT_CURVE_COLS(n);
+        fprintf(f, "%s{\"epoch\": %d, \"loss\": ", i ? ", " : "", (int)p[0]);
+        if (isfinite(p[1])) fprintf(f, "%.6g", p[1]);
+        else fprintf(f, "null");
+        fprintf(f, ", \"val\": {");
+        for (int t = 0; t < n; t++) fprintf(f, "%s\"%s\": %.5f", t ? ", " : "", task[t], p[2 + t]);
+        fprintf(f, "}}");
+    }
+    fprintf(f, "], ");
+}
+
 void gm_results_row(gm_results *R, const gm_ckpt_cand *r)
 {
     const int n = R->ntasks, tuned = r->status == GM_CAND_PASSED || r->status == GM_CAND_FAILED ||
@@ -77,6 +93,7 @@ void gm_results_row(gm_results *R, const gm_ckpt_cand *r)
         fprintf(R->jsonl, "}, ");
         if (!isnan(r->drop0)) fprintf(R->jsonl, "\"drop0\": %.5f, ", r->drop0);
     }
+    if (r->ncurve > 0) write_curve(R->jsonl, r, n, R->task);
     if (!isnan(r->predicted)) fprintf(R->jsonl, "\"predicted\": %.5f, ", r->predicted);
     fprintf(R->jsonl, "\"seconds\": %.2f, \"finished_s\": %.2f}\n", r->seconds, r->finished_s);
     fflush(R->csv);

@@ -116,7 +116,10 @@ void gm_search_free(gm_search *S)
         free(S->elites[k].g);
     }
     free(S->elites);
-    for (int i = 0; i < S->nrows; i++) free(S->rows[i].enc);
+    for (int i = 0; i < S->nrows; i++) {
+        free(S->rows[i].enc);
+        free(S->rows[i].curve);
+    }
     free(S->rows);
     free(S->queue);
     gm_failures_free(&S->failures);
@@ -144,6 +147,12 @@ static gm_status restore(gm_search *S, const gm_ckpt *ck, gm_error *err)
         r->enc = malloc(sizeof(int32_t) * (size_t)(r->enc_len ? r->enc_len : 1));
         if (!r->enc) return gm_error_set(err, GM_ENOMEM, "out of memory");
         memcpy(r->enc, ck->cand[i].enc, sizeof(int32_t) * (size_t)r->enc_len);
+        r->curve = NULL;
+        if (r->ncurve > 0) {
+            const size_t nv = (size_t)r->ncurve * GM_CKPT_CURVE_COLS(c->nmodels);
+            if (!(r->curve = malloc(sizeof(double) * nv))) return gm_error_set(err, GM_ENOMEM, "out of memory");
+            memcpy(r->curve, ck->cand[i].curve, sizeof(double) * nv);
+        }
         if (r->status == GM_CAND_PENDING) S->queue[S->nqueue++] = r->id;
         else S->done++;
         if (r->status == GM_CAND_FAILED || r->status == GM_CAND_ABORTED) {
@@ -333,6 +342,26 @@ static gm_status update_best(gm_search *S, const gm_ckpt_cand *r, const gm_mfile
     return gm_mfile_copy(&S->best, w, err);
 }
 
+/* The fine-tune's learning curve into row r (which owns it). */
+static gm_status keep_curve(gm_ckpt_cand *r, const gm_ft_result *f, int ntasks, gm_error *err)
+{
+    const int cols = GM_CKPT_CURVE_COLS(ntasks);
+    free(r->curve);
+    r->curve = NULL;
+    r->ncurve = 0;
+    if (f->nchecks <= 0) return GM_OK;
+    if (!(r->curve = malloc(sizeof(double) * (size_t)f->nchecks * (size_t)cols)))
+        return gm_error_set(err, GM_ENOMEM, "out of memory for a learning curve");
+    for (int i = 0; i < f->nchecks; i++) {
+        double *p = r->curve + (size_t)i * (size_t)cols;
+        p[0] = f->checks[i].epoch;
+        p[1] = f->checks[i].loss;
+        for (int t = 0; t < ntasks; t++) p[2 + t] = f->checks[i].val[t];
+    }
+    r->ncurve = f->nchecks;
+    return GM_OK;
+}
+
 gm_status gm_search_record(gm_search *S, gm_result *res, int worker, const char *error, gm_error *err)
 {
     const gm_search_config *c = S->c;
@@ -356,7 +385,9 @@ gm_status gm_search_record(gm_search *S, gm_result *res, int worker, const char 
         r->speedup = res->base_latency_ms / res->latency_ms;
         for (int t = 0; t < c->nmodels; t++) r->val[t] = f->val[t];
         S->last_drop = f->worst_drop;
+        st = keep_curve(r, f, c->nmodels, err);
     }
+    if (st != GM_OK) return st;
     if (r->status == GM_CAND_PASSED) {
         st = update_best(S, r, &res->tuned, err);
         if (st == GM_OK && c->policy == GM_POLICY_SA) {

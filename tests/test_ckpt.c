@@ -195,6 +195,18 @@ static void fill_row(const fixture *f, int i, gm_ckpt_cand *r)
     r->enc = malloc(sizeof(int32_t) * (size_t)r->enc_len);
     assert_non_null(r->enc);
     memcpy(r->enc, enc, sizeof(int32_t) * (size_t)r->enc_len);
+    /* a learning curve of a check per epoch; the first has no loss yet */
+    if (!tuned) return;
+    const int cols = GM_CKPT_CURVE_COLS(NMODELS);
+    r->ncurve = r->epochs + 1;
+    r->curve = malloc(sizeof(double) * (size_t)(r->ncurve * cols));
+    assert_non_null(r->curve);
+    for (int e = 0; e < r->ncurve; e++) {
+        double *q = r->curve + e * cols;
+        q[0] = e;
+        q[1] = e ? 1.0 / (e + i) : NAN;
+        for (int t = 0; t < NMODELS; t++) q[2 + t] = 0.5 + 0.01 * e - 0.001 * t;
+    }
 }
 
 /* A whole checkpoint (all owned by c); variant changes the search state. */
@@ -314,6 +326,9 @@ static void assert_ckpt_equal(const gm_ckpt *a, const gm_ckpt *b)
         for (int t = 0; t < a->ntasks; t++) assert_same_double("val", i * 100 + t, x->val[t], y->val[t]);
         assert_int_equal(x->enc_len, y->enc_len);
         assert_memory_equal(x->enc, y->enc, sizeof(int32_t) * (size_t)x->enc_len);
+        assert_int_equal(x->ncurve, y->ncurve);
+        for (int k = 0; k < x->ncurve * GM_CKPT_CURVE_COLS(a->ntasks); k++)
+            assert_same_double("curve", i, x->curve[k], y->curve[k]);
     }
     assert_int_equal(a->nelites, b->nelites);
     for (int k = 0; k < a->nelites; k++) {
@@ -733,6 +748,13 @@ static void test_inconsistent(void **state)
     copy_file(good, path);
     replace_dataset(path, "enc_offset", H5T_NATIVE_LLONG, NCAND + 1, off);
     assert_load_fails(path, "enc_offset ends at");
+    /* learning-curve offsets that do not end at the end of the points */
+    long long coff[NCAND + 1] = {0};
+    for (int i = 0; i < NCAND; i++) coff[i + 1] = coff[i] + a.cand[i].ncurve;
+    coff[NCAND] -= 1;
+    copy_file(good, path);
+    replace_dataset(path, "curve_offset", H5T_NATIVE_LLONG, NCAND + 1, coff);
+    assert_load_fails(path, "curve_offset ends at");
     /* statuses: out of range; a replaced column without its names */
     int32_t s[NCAND], ids[NCAND];
     for (int i = 0; i < NCAND; i++) {

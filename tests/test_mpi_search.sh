@@ -31,7 +31,14 @@ bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 "$(dirname "$0")/tiny-zoo.sh" "$gm" "$tmp" frozen || exit 1
 
 # The table without what depends on timing or placement (worker, latency, seconds), id order.
-table() { cut -d, -f1-4,6-10,14,15,18- "$1/candidates.csv" | sort -t, -k1,1n; }
+# With each fine-tuned candidate's learning curve from candidates.jsonl, which crossed MPI
+# from its worker (or came back from the checkpoint on resume).
+table() {
+    cut -d, -f1-4,6-10,14,15,18- "$1/candidates.csv" | sort -t, -k1,1n
+    python3 -c 'import json, sys
+rows = sorted((json.loads(l) for l in open(sys.argv[1])), key=lambda r: r["id"])
+for r in rows: print("curve", r["id"], json.dumps(r.get("curve")))' "$1/candidates.jsonl"
+}
 best() { sed -n 's/.*(candidate \([0-9-]*\)).*/\1/p' "$1/summary.md"; }
 same() { # name run_a run_b
     if [ -s "$2/candidates.csv" ] && [ -s "$3/candidates.csv" ] && [ -n "$(best "$2")" ] &&
@@ -43,8 +50,10 @@ same() { # name run_a run_b
 }
 
 "$gs" --config "$tmp/search.json" --out "$tmp/r1" 2>"$tmp/r1.err" >/dev/null
-[ $? -eq 0 ] && [ "$(table "$tmp/r1" | wc -l)" -ge 10 ] && ok "1-process deterministic sweep" || { bad "1-process sweep"; cat "$tmp/r1.err"; }
+[ $? -eq 0 ] && [ "$(table "$tmp/r1" | grep -c "^[0-9]")" -ge 10 ] && ok "1-process deterministic sweep" || { bad "1-process sweep"; cat "$tmp/r1.err"; }
 grep -q "passed" "$tmp/r1/candidates.csv" && ok "some candidate passed" || bad "no candidate passed"
+grep -q '"curve": \[{"epoch": 0, "loss": null' "$tmp/r1/candidates.jsonl" && ok "learning curves in candidates.jsonl" ||
+    bad "no learning curve in candidates.jsonl"
 $mpi -np 3 "$gs" --config "$tmp/search.json" --out "$tmp/r3" 2>"$tmp/r3.err" >/dev/null || { bad "3 ranks exit code"; cat "$tmp/r3.err"; }
 same "3 ranks (2 groups) agree with 1 process" "$tmp/r1" "$tmp/r3"
 $mpi -np 5 "$gs" --config "$tmp/search.json" --out "$tmp/r5" 2>"$tmp/r5.err" >/dev/null || { bad "5 ranks exit code"; cat "$tmp/r5.err"; }
@@ -55,7 +64,7 @@ $mpi -np 5 "$gs" --config "$tmp/search.json" --out "$tmp/r5g" --group-size 2 2>"
 # exactly-zero L1 gradient's rounding residue into a step: a candidate near the
 # threshold may land on the other side (test_dp checks the equality itself).
 # Here: the sweep completes with every candidate settled.
-[ "$(table "$tmp/r5g" | wc -l)" -eq "$(table "$tmp/r1" | wc -l)" ] && ! grep -q pending "$tmp/r5g/candidates.csv" &&
+[ "$(table "$tmp/r5g" | grep -c "^[0-9]")" -eq "$(table "$tmp/r1" | grep -c "^[0-9]")" ] && ! grep -q pending "$tmp/r5g/candidates.csv" &&
     [ -n "$(best "$tmp/r5g")" ] && ok "2 data-parallel groups of 2 complete the sweep" || bad "groups of 2"
 $mpi -np 4 "$gs" --config "$tmp/search.json" --out "$tmp/x" --group-size 2 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ] && grep -q "do not split into groups of 2" "$tmp/err" && ok "ranks that do not split refused" \
@@ -98,7 +107,7 @@ sleep 1
 "$gm" runs "$tmp" --json >"$tmp/runs.killed"
 finished "$tmp/rk/search.h5" >"$tmp/done_before"
 nb=$(wc -l <"$tmp/done_before")
-[ "$nb" -ge 4 ] && [ "$nb" -lt "$(table "$tmp/r1" | wc -l)" ] && ok "killed in the middle ($nb finished in the checkpoint)" \
+[ "$nb" -ge 4 ] && [ "$nb" -lt "$(table "$tmp/r1" | grep -c "^[0-9]")" ] && ok "killed in the middle ($nb finished in the checkpoint)" \
     || bad "kill came too late or too early ($nb finished)"
 $mpi -np 3 "$gs" --resume "$tmp/rk/search.h5" 2>"$tmp/rk2.err" >/dev/null || { bad "resume exit code"; cat "$tmp/rk2.err"; }
 sed -n 's/^\[ *\([0-9]*\)\].* \(passed\|failed\|aborted\) .*/\1/p' "$tmp/rk2.err" >"$tmp/trained_after"
@@ -130,7 +139,7 @@ wait "$pid"
 rc=$?
 [ $rc -ne 0 ] && ok "a dead worker rank ends the job (exit $rc)" || bad "a dead worker rank: exit $rc"
 $mpi -np 3 "$gs" --resume "$tmp/rd/search.h5" >/dev/null 2>"$tmp/err" && ! grep -q pending "$tmp/rd/candidates.csv" &&
-    [ "$(table "$tmp/rd" | wc -l)" -ge 10 ] && ok "its checkpoint resumes and the sweep finishes" || { bad "resume after a dead rank"; cat "$tmp/err"; }
+    [ "$(table "$tmp/rd" | grep -c "^[0-9]")" -ge 10 ] && ok "its checkpoint resumes and the sweep finishes" || { bad "resume after a dead rank"; cat "$tmp/err"; }
 
 # ---- the same command again ----------------------------------------------------------
 # It continues the sweep in its run folder: stopped after one round, then run

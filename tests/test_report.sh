@@ -1,11 +1,12 @@
 #!/bin/sh
 # gmorph report on a tiny deterministic sweep (the zoo and config of test_mpi_search.sh, 1 process):
-# - it writes RUN/report.html and RUN/report.md with every section and the three SVG figures;
+# - it writes RUN/report.html and RUN/report.md with every section and the four SVG figures;
 # - it reads only the checkpoint: summary.md is moved out of the run folder before it runs,
 #   and a reworded one put there instead changes nothing;
 # - its numbers are the checkpoint's: candidates by status and fine-tune epochs (h5dump of
 #   search.h5), best candidate and speed-up and the per-task accuracies (equal to the
-#   summary.md the search wrote), one <circle> per fine-tuned candidate with measurements;
+#   summary.md the search wrote), one <circle> per fine-tuned candidate with measurements,
+#   one learning curve per fine-tuned candidate with as many points as its checkpoint curve;
 # - a version-1 checkpoint (an older gmorph's, made here with h5py) still reports, its
 #   originals' accuracies and the end's re-timing marked unknown;
 # - the HTML is self-contained (no script, nothing fetched) and escapes text;
@@ -42,14 +43,14 @@ rc=$?
     ok "report written and named" || { bad "report (exit $rc)"; cat "$tmp/out" "$tmp/err"; }
 missing=""
 for h in "Search" "Candidates by status" "Original models" "Accuracy per task" "Latency" "Best speed-up so far" \
-    "Latency against accuracy drop" "Best fused graph" "Layers skipped"; do
+    "Latency against accuracy drop" "Learning curves" "Best fused graph" "Layers skipped"; do
     grep -q "<h[123]>$h</h[123]>" "$html" && grep -q "^##* $h\$" "$md" || missing="$missing [$h]"
 done
 [ -z "$missing" ] && ok "every section heading in both formats" || bad "headings missing:$missing"
-for f in report-progress.svg report-pareto.svg report-graph.svg; do
+for f in report-progress.svg report-pareto.svg report-curves.svg report-graph.svg; do
     [ -s "$run/$f" ] && grep -q "($f)" "$md" || missing="$missing $f"
 done
-[ -z "$missing" ] && [ "$(grep -o '<svg ' "$html" | wc -l)" -eq 3 ] && ok "three SVG figures, inline and linked" \
+[ -z "$missing" ] && [ "$(grep -o '<svg ' "$html" | wc -l)" -eq 4 ] && ok "four SVG figures, inline and linked" \
     || bad "figures:$missing, $(grep -o '<svg ' "$html" | wc -l) inline"
 
 # h5dump's values of a column, one a line
@@ -101,6 +102,15 @@ circles=$(grep -o '<circle' "$html" | wc -l)
 [ "$points" -gt 0 ] && [ "$circles" -eq "$points" ] && [ "$(grep -o '<circle' "$run/report-pareto.svg" | wc -l)" -eq "$points" ] &&
     grep -q "($points points" "$md" && ok "one <circle> per fine-tuned candidate ($points)" \
     || bad "circles: $circles in the HTML, $points fine-tuned candidates"
+# Learning curves: a polyline per fine-tuned candidate, with one vertex per point of its curve
+# in the checkpoint (h5dump: curve_offset's steps).
+h5dump -y -w 0 -d /candidates/curve_offset "$run/search.h5" | awk '/DATA \{/ {getline; print; exit}' | tr -d ' ' |
+    tr ',' '\n' | awk 'NR > 1 && $1 > p {print $1 - p} {p = $1}' >"$tmp/npts"
+sed -n 's/^<polyline[^>]*class="curve" points="\([^"]*\)">.*/\1/p' "$run/report-curves.svg" |
+    awk '{print NF}' >"$tmp/vertices"
+[ -s "$tmp/npts" ] && cmp -s "$tmp/npts" "$tmp/vertices" &&
+    ok "one learning curve per fine-tuned candidate ($(wc -l <"$tmp/npts")), a vertex per check" ||
+    { bad "learning curves"; paste "$tmp/npts" "$tmp/vertices" | head; }
 nodes=$(sed -n 's/^Candidate [0-9]*: \([0-9]*\) nodes.*/\1/p' "$md")
 boxes=$(grep -c '^<rect x="[0-9.]*" y="[0-9]*" width="156"' "$run/report-graph.svg")
 [ -n "$nodes" ] && [ "$boxes" -eq $((nodes + 1)) ] && ok "graph: one box per node and the input ($boxes)" \
@@ -124,7 +134,7 @@ mv "$tmp/colour.h5" "$tmp/colour.away"
 "$gm" report "$tmp/nomodel" >"$tmp/out" 2>"$tmp/err"
 rc=$?
 mv "$tmp/colour.away" "$tmp/colour.h5"
-[ $rc -eq 0 ] && [ "$(grep -o '<svg ' "$tmp/nomodel/report.html" | wc -l)" -eq 2 ] &&
+[ $rc -eq 0 ] && [ "$(grep -o '<svg ' "$tmp/nomodel/report.html" | wc -l)" -eq 3 ] &&
     grep -q "graph is not drawn.*colour.h5" "$tmp/nomodel/report.md" && grep -q "not drawn" "$tmp/out" &&
     ok "missing model: report without the graph, saying so" || { bad "missing model (exit $rc)"; cat "$tmp/out" "$tmp/err"; }
 
@@ -196,6 +206,7 @@ else
     }
     shot "$tmp/page.png" 1200 3000 "file://$html" && shot "$tmp/progress.png" 920 320 "file://$run/report-progress.svg" &&
         shot "$tmp/pareto.png" 880 400 "file://$run/report-pareto.svg" &&
+        shot "$tmp/curves.png" 880 400 "file://$run/report-curves.svg" &&
         shot "$tmp/graph.png" 1000 1000 "file://$run/report-graph.svg" || bad "chromium made no screenshot"
     # A PNG reader in plain python (zlib), then pixels of the figures' own colours where they are drawn.
     cat >"$tmp/pixels.py" <<'EOF'
@@ -251,6 +262,7 @@ checks = [
     ('progress: step line inside the first panel', count(load(sys.argv[1] + '/progress.png'), ['4e79a7'], (80, 40, 440, 260)) >= 30),
     ('pareto: candidates inside the frame', count(load(sys.argv[1] + '/pareto.png'), status, (80, 20, 640, 340)) >= 10),
     ('pareto: threshold line', count(load(sys.argv[1] + '/pareto.png'), ['7b4fa0'], (80, 20, 640, 340)) >= 30),
+    ('curves: lines inside the frame', count(load(sys.argv[1] + '/curves.png'), status, (80, 20, 640, 340)) >= 30),
     ('graph: boxes drawn', count(load(sys.argv[1] + '/graph.png'), ['4e79a7', 'f28e2b', 'e15759', '76b7b2', '59a14f']) >= 200),
 ]
 for what, good in checks:

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "gm_ckpt.h"
+#include "gm_json.h"
 #include "gm_make.h"
 #include "gm_mfile.h"
 #include "gm_models.h"
@@ -100,6 +101,62 @@ static void show(void *unused, const gm_search_event *e)
             e->source, e->nodes, e->status, e->epochs, e->worst_drop, e->latency_ms, e->speedup);
 }
 
+/*
+ * A fine-tuned row's learning curve: a check before any step whose worst drop
+ * is drop0, epochs rising to the row's, a loss from the first epoch on, and
+ * the last check's accuracies are the row's.
+ */
+static void check_curve(const gm_ckpt_cand *r, const double *orig, int nt)
+{
+    const int cols = GM_CKPT_CURVE_COLS(nt);
+    assert_true(r->ncurve >= 1);
+    for (int i = 0; i < r->ncurve; i++) {
+        const double *q = r->curve + (size_t)i * cols;
+        if (i == 0) {
+            assert_true(q[0] == 0 && isnan(q[1]));
+            double w = -1;
+            for (int t = 0; t < nt; t++) w = fmax(w, orig[t] - q[2 + t]);
+            assert_true(fabs(w - r->drop0) < 1e-12);
+        } else {
+            assert_true(q[0] > q[-cols] && isfinite(q[1]) && q[1] > 0);
+        }
+    }
+    const double *last = r->curve + (size_t)(r->ncurve - 1) * cols;
+    assert_int_equal((int)last[0], r->epochs);
+    for (int t = 0; t < nt; t++) assert_true(last[2 + t] == r->val[t]);
+}
+
+/* Every line's "curve" holds the checkpoint's curve of that candidate, to the printed digits. */
+static void jsonl_curves_match(const char *path, const gm_ckpt *ck, const char *const *tasks)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[65536];
+    int seen = 0;
+    gm_error err;
+    while (fgets(line, sizeof line, f)) {
+        gm_json *j;
+        if (gm_json_parse(&j, line, strlen(line), path, &err) != GM_OK) fail_msg("%s", err.msg);
+        const gm_ckpt_cand *r = &ck->cand[(int)gm_json_number(gm_json_get(j, "id"))];
+        const gm_json *cv = gm_json_get(j, "curve");
+        assert_int_equal(cv ? (int)gm_json_len(cv) : 0, r->ncurve);
+        for (int i = 0; i < r->ncurve; i++) {
+            const double *q = r->curve + (size_t)i * GM_CKPT_CURVE_COLS(ck->ntasks);
+            const gm_json *pt = gm_json_at(cv, (size_t)i);
+            assert_true(gm_json_number(gm_json_get(pt, "epoch")) == q[0]);
+            const gm_json *loss = gm_json_get(pt, "loss");
+            if (isnan(q[1])) assert_int_equal(gm_json_type_of(loss), GM_JSON_NULL);
+            else assert_true(fabs(gm_json_number(loss) - q[1]) <= 1e-5 * q[1]);
+            for (int t = 0; t < ck->ntasks; t++)
+                assert_true(fabs(gm_json_number(gm_json_get(gm_json_get(pt, "val"), tasks[t])) - q[2 + t]) < 1e-5);
+        }
+        seen += r->ncurve > 0;
+        gm_json_free(j);
+    }
+    fclose(f);
+    assert_true(seen >= 1);
+}
+
 static void test_tiny_search(void **state)
 {
     ctx *c = *state;
@@ -154,7 +211,10 @@ static void test_tiny_search(void **state)
         if (r->status != GM_CAND_PASSED && r->status != GM_CAND_FAILED && r->status != GM_CAND_ABORTED) continue;
         assert_true(isfinite(r->drop0));
         if (r->epochs == 0) assert_true(r->drop0 == r->worst_drop);
+        check_curve(r, s.orig_val, 3);
     }
+    snprintf(p, sizeof p, "%s/run/candidates.jsonl", c->dir);
+    jsonl_curves_match(p, &ck, tasks);
     gm_ckpt_free(&ck);
     /* best.h5 is a runnable fused model with three tasks and the summary's test accuracies. */
     gm_mfile m = {0};

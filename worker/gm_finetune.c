@@ -454,6 +454,8 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
     /* Learning curves of every task, for the early abort. */
     double ep[256], curve[GM_MF_MAX_TASKS][256];
     int npts = 0;
+    double loss_sum = 0; /* this rank's loss over the epoch so far, times rows */
+    long rows_seen = 0;
     const long per_epoch = d->nft / B;
     int last = o->max_epochs; /* the budget, extended once at most */
     r->status = GM_FT_FAILED;
@@ -463,6 +465,12 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
             if (st != GM_OK) break;
             r->worst_drop = worst_drop(d, r->val);
             if (e == 0) r->first_drop = r->worst_drop;
+            if (r->nchecks < GM_FT_MAX_CHECKS) {
+                gm_ft_check *c = &r->checks[r->nchecks++];
+                c->epoch = e;
+                c->loss = e > 0 && rows_seen > 0 ? loss_sum / (double)rows_seen : NAN;
+                memcpy(c->val, r->val, sizeof c->val);
+            }
             if (r->worst_drop <= o->threshold) {
                 r->status = GM_FT_PASSED;
                 break;
@@ -482,6 +490,8 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
         }
         if (e == last) break;
         gm_ds_epoch_order(d->nft, o->seed, e, order);
+        loss_sum = 0;
+        rows_seen = 0;
         for (long b = 0; st == GM_OK && b < per_epoch; b++) {
             if (o->stop && *o->stop) {
                 r->interrupted = 1;
@@ -504,7 +514,9 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
                 st = gm_net_loss(net, outs[t], GM_LOSS_L1, target[t], NULL, scale, &loss, err);
                 if (st == GM_OK && !isfinite(loss))
                     st = gm_error_set(err, GM_ENUMERIC, "fine-tune: the loss of task %d became %g", t, (double)loss);
+                loss_sum += (double)loss * m;
             }
+            rows_seen += m;
             if (st == GM_OK && m > 0 && o->nfeatures > 0) st = feature_losses(net, o, x, m, scale, fscale, err);
             if (st == GM_OK) gm_net_zero_grad(net);
             if (st == GM_OK && m > 0) st = gm_net_backward(net, err);

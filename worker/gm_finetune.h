@@ -158,6 +158,20 @@ typedef struct {
     const volatile sig_atomic_t *stop;
 } gm_ft_opts;
 
+enum { GM_FT_MAX_CHECKS = 128 };
+
+/* One point of a fine-tune's learning curve: an accuracy check. */
+typedef struct {
+    int epoch;                       /* epochs trained before it (0: the candidate as built) */
+    /*
+     * Mean distillation loss over the epoch before it (the logits' L1 summed over
+     * tasks; feature matching not included); NAN at epoch 0. In a group, over the
+     * rows of rank 0 (the one that reports), an unbiased estimate of the batch's.
+     */
+    double loss;
+    double val[GM_MF_MAX_TASKS];     /* validation accuracy per task */
+} gm_ft_check;
+
 typedef struct {
     gm_ft_status status;
     int epochs;                      /* epochs actually trained */
@@ -166,6 +180,8 @@ typedef struct {
     double first_drop;               /* the worst drop at the first check, before any step (NAN: none) */
     double seconds;
     int interrupted;                 /* stopped by opts.stop: no verdict */
+    int nchecks;                     /* the learning curve: every check, in order (the last is r->val) */
+    gm_ft_check checks[GM_FT_MAX_CHECKS]; /* a fine-tune of more checks keeps the first GM_FT_MAX_CHECKS */
 } gm_ft_result;
 
 /*

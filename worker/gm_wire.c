@@ -111,8 +111,11 @@ done:
     return st;
 }
 
-enum { RH_ID, RH_STATUS, RH_EPOCHS, RH_DROP, RH_SECONDS, RH_LAT, RH_BASE, RH_BYTES, RH_ERROR, RH_DROP0, RH_VAL };
+enum { RH_ID, RH_STATUS, RH_EPOCHS, RH_DROP, RH_SECONDS, RH_LAT, RH_BASE, RH_BYTES, RH_ERROR, RH_DROP0, RH_NCHECKS,
+       RH_VAL };
 enum { RH_N = RH_VAL + GM_MF_MAX_TASKS };
+/* A learning curve travels as nchecks rows of epoch, loss and one accuracy per task slot. */
+enum { CK_EPOCH, CK_LOSS, CK_VAL, CK_N = CK_VAL + GM_MF_MAX_TASKS };
 
 gm_status gm_wire_send_result(const gm_result *r, const char *error, int dest, MPI_Comm comm, gm_error *err)
 {
@@ -124,9 +127,19 @@ gm_status gm_wire_send_result(const gm_result *r, const char *error, int dest, M
     double h[RH_N] = {[RH_ID] = r->id, [RH_STATUS] = r->ft.status, [RH_EPOCHS] = r->ft.epochs,
                       [RH_DROP] = r->ft.worst_drop, [RH_SECONDS] = r->ft.seconds, [RH_LAT] = r->latency_ms,
                       [RH_BASE] = r->base_latency_ms, [RH_BYTES] = (double)n, [RH_ERROR] = (double)elen,
-                      [RH_DROP0] = r->ft.first_drop};
+                      [RH_DROP0] = r->ft.first_drop, [RH_NCHECKS] = r->ft.nchecks};
     for (int t = 0; t < GM_MF_MAX_TASKS; t++) h[RH_VAL + t] = r->ft.val[t];
     MPI_TRY(MPI_Send(h, RH_N, MPI_DOUBLE, dest, GM_TAG_RESULT, comm), "sending a result");
+    if (r->ft.nchecks > 0) {
+        double ck[GM_FT_MAX_CHECKS * CK_N];
+        for (int i = 0; i < r->ft.nchecks; i++) {
+            double *row = ck + (size_t)i * CK_N;
+            row[CK_EPOCH] = r->ft.checks[i].epoch;
+            row[CK_LOSS] = r->ft.checks[i].loss;
+            for (int t = 0; t < GM_MF_MAX_TASKS; t++) row[CK_VAL + t] = r->ft.checks[i].val[t];
+        }
+        MPI_TRY(MPI_Send(ck, r->ft.nchecks * CK_N, MPI_DOUBLE, dest, GM_TAG_RESULT, comm), "sending a result");
+    }
     if (n) MPI_TRY(MPI_Send(bytes, (int)n, MPI_BYTE, dest, GM_TAG_RESULT, comm), "sending a result");
     if (elen) MPI_TRY(MPI_Send(error, (int)elen, MPI_CHAR, dest, GM_TAG_RESULT, comm), "sending a result");
 done:
@@ -152,7 +165,21 @@ gm_status gm_wire_recv_result(gm_result *r, char *error, size_t cap, int src, MP
     r->latency_ms = h[RH_LAT];
     r->base_latency_ms = h[RH_BASE];
     for (int t = 0; t < GM_MF_MAX_TASKS; t++) r->ft.val[t] = h[RH_VAL + t];
-    const int n = (int)h[RH_BYTES], elen = (int)h[RH_ERROR];
+    const int n = (int)h[RH_BYTES], elen = (int)h[RH_ERROR], nck = (int)h[RH_NCHECKS];
+    if (nck < 0 || nck > GM_FT_MAX_CHECKS)
+        return gm_error_set(err, GM_EINVAL, "a result from rank %d claims %d learning-curve checks (at most %d)", src,
+                            nck, GM_FT_MAX_CHECKS);
+    if (nck > 0) {
+        double ck[GM_FT_MAX_CHECKS * CK_N];
+        MPI_TRY(MPI_Recv(ck, nck * CK_N, MPI_DOUBLE, src, GM_TAG_RESULT, comm, MPI_STATUS_IGNORE), "receiving a result");
+        for (int i = 0; i < nck; i++) {
+            const double *row = ck + (size_t)i * CK_N;
+            r->ft.checks[i].epoch = (int)row[CK_EPOCH];
+            r->ft.checks[i].loss = row[CK_LOSS];
+            for (int t = 0; t < GM_MF_MAX_TASKS; t++) r->ft.checks[i].val[t] = row[CK_VAL + t];
+        }
+        r->ft.nchecks = nck;
+    }
     if (n > 0) {
         if (!(bytes = malloc((size_t)n))) return gm_error_set(err, GM_ENOMEM, "out of memory for a result");
         MPI_TRY(MPI_Recv(bytes, n, MPI_BYTE, src, GM_TAG_RESULT, comm, MPI_STATUS_IGNORE), "receiving a result");
