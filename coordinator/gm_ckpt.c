@@ -55,6 +55,9 @@ void gm_ckpt_free(gm_ckpt *c)
     for (int k = 0; c->elite_w && k < c->nelites; k++) gm_mfile_free(&c->elite_w[k]);
     free(c->elite_w);
     free(c->elite_id);
+    for (int k = 0; c->pareto_w && k < c->npareto; k++) gm_mfile_free(&c->pareto_w[k]);
+    free(c->pareto_w);
+    free(c->pareto_id);
     gm_mfile_free(&c->best);
     memset(c, 0, sizeof *c);
     c->best_id = -1;
@@ -130,6 +133,20 @@ static gm_status check_tasks(const gm_ckpt *c, gm_status code, const char *file,
  * Everything the search relies on when it resumes: the writer refuses what the
  * reader would refuse, so every checkpoint written can be loaded back.
  */
+/* A set of kept models (elites, the Pareto set): n distinct passed rows, with weights. */
+static gm_status check_set(const gm_ckpt *c, const int *id, const gm_mfile *w, int n, const char *what, gm_status code,
+                           const char *file, gm_error *err)
+{
+    if (n < 0 || n > c->ncand || (n > 0 && (!id || !w)))
+        return fail(err, code, file, "%d %ss for %d candidates", n, what, c->ncand);
+    for (int k = 0; k < n; k++) {
+        if (!passed_row(c, id[k])) return fail(err, code, file, "%s %d: id %d is not a passed candidate", what, k, id[k]);
+        for (int j = 0; j < k; j++)
+            if (id[j] == id[k]) return fail(err, code, file, "%s %d: id %d is also %s %d", what, k, id[k], what, j);
+    }
+    return GM_OK;
+}
+
 static gm_status check(const gm_ckpt *c, gm_status code, const char *file, gm_error *err)
 {
     gm_status st = check_tasks(c, code, file, err);
@@ -144,15 +161,9 @@ static gm_status check(const gm_ckpt *c, gm_status code, const char *file, gm_er
                     c->ncand);
     for (int i = 0; i < c->ncand; i++)
         if ((st = check_row(c, i, code, file, err)) != GM_OK) return st;
-    if (c->nelites < 0 || c->nelites > c->ncand || (c->nelites > 0 && (!c->elite_id || !c->elite_w)))
-        return fail(err, code, file, "%d elites for %d candidates", c->nelites, c->ncand);
-    for (int k = 0; k < c->nelites; k++) {
-        if (!passed_row(c, c->elite_id[k]))
-            return fail(err, code, file, "elite %d: id %d is not a passed candidate", k, c->elite_id[k]);
-        for (int j = 0; j < k; j++)
-            if (c->elite_id[j] == c->elite_id[k])
-                return fail(err, code, file, "elite %d: id %d is also elite %d", k, c->elite_id[k], j);
-    }
+    if ((st = check_set(c, c->elite_id, c->elite_w, c->nelites, "elite", code, file, err)) != GM_OK) return st;
+    if ((st = check_set(c, c->pareto_id, c->pareto_w, c->npareto, "Pareto model", code, file, err)) != GM_OK)
+        return st;
     if (c->best_id != -1 && !passed_row(c, c->best_id))
         return fail(err, code, file, "best_id %d is neither -1 nor a passed candidate", c->best_id);
     if (c->summary.ended != 0 && c->summary.ended != 1)
@@ -432,19 +443,28 @@ static gm_status write_model(hid_t loc, const char *name, const gm_mfile *m, con
     return st == GM_OK ? GM_OK : wrap(err, &e, file, ctx);
 }
 
-static gm_status write_models(hid_t f, const gm_ckpt *c, const char *file, gm_error *err)
+/* A set of kept models as a group of models named by candidate id (the ids are a root attribute). */
+static gm_status write_set(hid_t f, const char *group, const int *id, const gm_mfile *w, int n, const char *what,
+                           const char *file, gm_error *err)
 {
     gm_error e;
     hid_t g;
-    if (gm_h5_group_create(f, "elites", &g, &e) != GM_OK) return wrap(err, &e, file, "");
+    if (gm_h5_group_create(f, group, &g, &e) != GM_OK) return wrap(err, &e, file, "");
     gm_status st = GM_OK;
-    for (int k = 0; st == GM_OK && k < c->nelites; k++) {
-        char name[32], ctx[48];
-        snprintf(name, sizeof name, "%d", c->elite_id[k]);
-        snprintf(ctx, sizeof ctx, "elite %d", c->elite_id[k]);
-        st = write_model(g, name, &c->elite_w[k], file, ctx, err);
+    for (int k = 0; st == GM_OK && k < n; k++) {
+        char name[32], ctx[64];
+        snprintf(name, sizeof name, "%d", id[k]);
+        snprintf(ctx, sizeof ctx, "%s %d", what, id[k]);
+        st = write_model(g, name, &w[k], file, ctx, err);
     }
     H5Gclose(g);
+    return st;
+}
+
+static gm_status write_models(hid_t f, const gm_ckpt *c, const char *file, gm_error *err)
+{
+    gm_status st = write_set(f, "elites", c->elite_id, c->elite_w, c->nelites, "elite", file, err);
+    if (st == GM_OK) st = write_set(f, "pareto", c->pareto_id, c->pareto_w, c->npareto, "Pareto model", file, err);
     if (st == GM_OK && c->best_id >= 0) st = write_model(f, "best", &c->best, file, "best model", err);
     return st;
 }
@@ -470,10 +490,16 @@ static gm_status write_root(hid_t f, const gm_ckpt *c, const char *file, gm_erro
         if (t) strcat(tasks, ",");
         strcat(tasks, c->tasks[t]); /* check_tasks bounded every name */
     }
-    long long rng[4], *elites = malloc(sizeof(long long) * (size_t)(c->nelites + 1));
-    if (!elites) return fail(err, GM_ENOMEM, file, "out of memory");
+    long long rng[4], *elites = malloc(sizeof(long long) * (size_t)(c->nelites + 1)),
+                      *pareto = malloc(sizeof(long long) * (size_t)(c->npareto + 1));
+    if (!elites || !pareto) {
+        free(elites);
+        free(pareto);
+        return fail(err, GM_ENOMEM, file, "out of memory");
+    }
     memcpy(rng, c->rng, sizeof rng); /* each uint64's bits, as the int64 the layout names */
     for (int k = 0; k < c->nelites; k++) elites[k] = c->elite_id[k];
+    for (int k = 0; k < c->npareto; k++) pareto[k] = c->pareto_id[k];
     gm_error e;
     gm_status st = gm_h5_attr_write_str(f, "format", FORMAT_NAME, &e);
     if (st == GM_OK) st = gm_h5_attr_write_int(f, "version", CKPT_VERSION, &e);
@@ -487,8 +513,10 @@ static gm_status write_root(hid_t f, const gm_ckpt *c, const char *file, gm_erro
     if (st == GM_OK) st = gm_h5_attr_write_ints(f, "rng", rng, 4, &e);
     if (st == GM_OK) st = gm_h5_attr_write_int(f, "best_id", c->best_id, &e);
     if (st == GM_OK) st = gm_h5_attr_write_ints(f, "elite_ids", elites, c->nelites, &e);
+    if (st == GM_OK) st = gm_h5_attr_write_ints(f, "pareto_ids", pareto, c->npareto, &e);
     if (st == GM_OK) st = write_summary(f, &c->summary, c->ntasks, &e);
     free(elites);
+    free(pareto);
     return st == GM_OK ? GM_OK : wrap(err, &e, file, "");
 }
 
@@ -593,6 +621,31 @@ static gm_status read_summary(hid_t f, gm_ckpt *c, const char *file, gm_error *e
     return st == GM_OK ? GM_OK : wrap(err, &e, file, "");
 }
 
+/* A kept set's ids (an attribute; optional: absent is empty) and room for its models. */
+static gm_status read_set_ids(hid_t f, const char *attr, int required, int **id, gm_mfile **w, int *n, const char *file,
+                              gm_error *err)
+{
+    if (!required && !H5Aexists(f, attr)) return GM_OK; /* written before the set existed */
+    long m = gm_h5_attr_count(f, attr);
+    if (m < 0 || m > MAX_CAND)
+        return fail(err, GM_EFORMAT, file, "attribute \"%s\" is missing or holds %ld values", attr, m);
+    gm_error e;
+    gm_status st = GM_OK;
+    long long *ids = malloc(sizeof(long long) * (size_t)(m + 1));
+    *id = malloc(sizeof(int) * (size_t)(m + 1));
+    *w = calloc((size_t)m + 1, sizeof(gm_mfile));
+    if (!ids || !*id || !*w) st = fail(err, GM_ENOMEM, file, "out of memory for %ld models", m);
+    else if (gm_h5_attr_read_ints(f, attr, ids, (int)m, &e) != GM_OK) st = wrap(err, &e, file, "");
+    for (long k = 0; st == GM_OK && k < m; k++) {
+        if (ids[k] < 0 || ids[k] > INT_MAX)
+            st = fail(err, GM_EFORMAT, file, "%s[%ld]: id %lld is not a candidate", attr, k, ids[k]);
+        else (*id)[k] = (int)ids[k];
+    }
+    if (st == GM_OK) *n = (int)m;
+    free(ids);
+    return st;
+}
+
 static gm_status read_root(hid_t f, gm_ckpt *c, const char *file, gm_error *err)
 {
     gm_error e;
@@ -614,21 +667,8 @@ static gm_status read_root(hid_t f, gm_ckpt *c, const char *file, gm_error *err)
     if (st != GM_OK) return wrap(err, &e, file, "");
     memcpy(c->rng, rng, sizeof c->rng);
 
-    long n = gm_h5_attr_count(f, "elite_ids");
-    if (n < 0 || n > MAX_CAND)
-        return fail(err, GM_EFORMAT, file, "attribute \"elite_ids\" is missing or holds %ld values", n);
-    long long *ids = malloc(sizeof(long long) * (size_t)(n + 1));
-    c->elite_id = malloc(sizeof(int) * (size_t)(n + 1));
-    c->elite_w = calloc((size_t)n + 1, sizeof(gm_mfile));
-    if (!ids || !c->elite_id || !c->elite_w) st = fail(err, GM_ENOMEM, file, "out of memory for %ld elites", n);
-    else if (gm_h5_attr_read_ints(f, "elite_ids", ids, (int)n, &e) != GM_OK) st = wrap(err, &e, file, "");
-    for (long k = 0; st == GM_OK && k < n; k++) {
-        if (ids[k] < 0 || ids[k] > INT_MAX)
-            st = fail(err, GM_EFORMAT, file, "elite %ld: id %lld is not a candidate", k, ids[k]);
-        else c->elite_id[k] = (int)ids[k];
-    }
-    if (st == GM_OK) c->nelites = (int)n;
-    free(ids);
+    st = read_set_ids(f, "elite_ids", 1, &c->elite_id, &c->elite_w, &c->nelites, file, err);
+    if (st == GM_OK) st = read_set_ids(f, "pareto_ids", 0, &c->pareto_id, &c->pareto_w, &c->npareto, file, err);
     return st == GM_OK ? read_summary(f, c, file, err) : st;
 }
 
@@ -792,22 +832,32 @@ static gm_status read_model(hid_t loc, const char *name, gm_mfile *m, const char
     return st == GM_OK ? GM_OK : wrap(err, &e, file, ctx);
 }
 
-static gm_status read_models(hid_t f, gm_ckpt *c, const char *file, gm_error *err)
+/* A kept set's models from its group (optional when the set is empty: files before the Pareto set). */
+static gm_status read_set(hid_t f, const char *group, const char *attr, const int *id, gm_mfile *w, int n,
+                          const char *what, const char *file, gm_error *err)
 {
+    if (n == 0 && !gm_h5_exists(f, group)) return GM_OK;
     gm_error e;
     hid_t g;
-    if (gm_h5_group_open(f, "elites", &g, &e) != GM_OK) return wrap(err, &e, file, "");
+    if (gm_h5_group_open(f, group, &g, &e) != GM_OK) return wrap(err, &e, file, "");
     gm_status st = GM_OK;
-    if (nlinks(g) != c->nelites)
-        st = fail(err, GM_EFORMAT, file, "group \"elites\" holds %ld models, but elite_ids names %d", nlinks(g),
-                  c->nelites);
-    for (int k = 0; st == GM_OK && k < c->nelites; k++) {
-        char name[32], ctx[48];
-        snprintf(name, sizeof name, "%d", c->elite_id[k]);
-        snprintf(ctx, sizeof ctx, "elite %d", c->elite_id[k]);
-        st = read_model(g, name, &c->elite_w[k], file, ctx, err);
+    if (nlinks(g) != n)
+        st = fail(err, GM_EFORMAT, file, "group \"%s\" holds %ld models, but %s names %d", group, nlinks(g), attr, n);
+    for (int k = 0; st == GM_OK && k < n; k++) {
+        char name[32], ctx[64];
+        snprintf(name, sizeof name, "%d", id[k]);
+        snprintf(ctx, sizeof ctx, "%s %d", what, id[k]);
+        st = read_model(g, name, &w[k], file, ctx, err);
     }
     H5Gclose(g);
+    return st;
+}
+
+static gm_status read_models(hid_t f, gm_ckpt *c, const char *file, gm_error *err)
+{
+    gm_status st = read_set(f, "elites", "elite_ids", c->elite_id, c->elite_w, c->nelites, "elite", file, err);
+    if (st == GM_OK)
+        st = read_set(f, "pareto", "pareto_ids", c->pareto_id, c->pareto_w, c->npareto, "Pareto model", file, err);
     if (st != GM_OK) return st;
     if (c->best_id >= 0) return read_model(f, "best", &c->best, file, "best model", err);
     if (gm_h5_exists(f, "best")) return fail(err, GM_EFORMAT, file, "best_id is -1, but a best model is stored");

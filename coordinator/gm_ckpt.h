@@ -37,6 +37,8 @@
  *                     i's learning curve is rows curve_offset[i] ..
  *                     curve_offset[i+1] (both absent in older files: no curves)
  *   /elites/<id>/     each elite's fine-tuned model (gm_mfile_write layout)
+ *   /pareto/<id>/     each model of the Pareto set, named by the root attribute
+ *                     pareto_ids (both absent in older files: an empty set)
  *   /best/            the best model so far (absent while best_id is -1)
  *
  * Saving is atomic: the new file is written to PATH.tmp and fsynced; an
@@ -50,7 +52,8 @@
  * Save and load check the same rules, so every file written loads back: ids
  * are row numbers, next_id >= ncand, statuses in range, source -1 or a row,
  * worker >= -1, every elite id a distinct passed row, best_id -1 or a passed
- * row, task names 1..63 characters without commas.
+ * row, every Pareto id a distinct passed row, task names 1..63 characters
+ * without commas.
  */
 #ifndef GM_CKPT_H
 #define GM_CKPT_H
@@ -138,6 +141,13 @@ typedef struct {
     int nelites;
     int *elite_id;            /* owned, nelites */
     gm_mfile *elite_w;        /* owned, nelites */
+    /*
+     * The Pareto set so far: passed candidates that no other passed one beats
+     * on both speed-up (fewer MFLOPs in deterministic mode) and worst drop.
+     */
+    int npareto;
+    int *pareto_id;           /* owned, npareto */
+    gm_mfile *pareto_w;       /* owned, npareto */
     int best_id;              /* -1: none yet */
     gm_mfile best;            /* owned; empty while best_id is -1 */
     gm_ckpt_summary summary;  /* per task for the first ntasks */

@@ -120,6 +120,37 @@ gm_status gm_results_summary(const char *out, const gm_search_config *c, const g
         fprintf(f, "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", s->task[t], 100 * s->orig_val[t],
                 100 * s->best_val[t], 100 * s->orig_test[t], 100 * s->best_test[t],
                 100 * (s->orig_test[t] - s->best_test[t]));
+    if (s->npareto > 0)
+        fprintf(f, "\nThe Pareto set (no other passed candidate both faster and less far down): %d models in "
+                   "`pareto/`, listed in `pareto/pareto.md`.\n", s->npareto);
     if (fclose(f) != 0) return gm_error_set(err, GM_EIO, "%s/summary.md: writing failed: %s", out, strerror(errno));
+    return GM_OK;
+}
+
+gm_status gm_results_pareto(const char *out, const gm_search_summary *s, const gm_pareto_row *rows, int n,
+                            gm_error *err)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/pareto", out);
+    FILE *f = open_out(dir, "pareto.md", err);
+    if (!f) return GM_EIO;
+    fprintf(f, "# The Pareto set\n\nEvery passed candidate that no other passed one beats on both speed-up and "
+               "worst validation drop, fastest first; each file is a fused model (`gmorph eval FILE` scores it). "
+               "Speed-ups as the sweep timed them.\n\n| file | candidate | speed-up | MFLOPs | worst val drop (points) |");
+    for (int t = 0; t < s->ntasks; t++) fprintf(f, " %s test %% |", s->task[t]);
+    fprintf(f, " worst test drop (points) |\n|---|---|---|---|---|");
+    for (int t = 0; t < s->ntasks; t++) fprintf(f, "---|");
+    fprintf(f, "---|\n");
+    for (int i = 0; i < n; i++) {
+        const gm_pareto_row *r = &rows[i];
+        double worst = -INFINITY;
+        fprintf(f, "| %s | %d | %.2fx | %.1f | %.2f |", r->file, r->id, r->speedup, r->mflops, 100 * r->worst_drop);
+        for (int t = 0; t < s->ntasks; t++) {
+            fprintf(f, " %.2f |", 100 * r->test[t]);
+            worst = fmax(worst, s->orig_test[t] - r->test[t]);
+        }
+        fprintf(f, " %.2f |\n", 100 * worst);
+    }
+    if (fclose(f) != 0) return gm_error_set(err, GM_EIO, "%s/pareto.md: writing failed: %s", dir, strerror(errno));
     return GM_OK;
 }

@@ -26,7 +26,17 @@ typedef struct {
     double orig_test[GM_MF_MAX_TASKS], best_test[GM_MF_MAX_TASKS];
     double wall_s;
     int interrupted;
+    int npareto;             /* models of the Pareto set written to pareto/ */
 } gm_search_summary;
+
+/* One model of the Pareto set as the end wrote it (pareto/FILE). */
+typedef struct {
+    char file[64];           /* relative to OUT/pareto */
+    int id;
+    double speedup;          /* as the sweep timed it */
+    double mflops, worst_drop;
+    double test[GM_MF_MAX_TASKS];
+} gm_pareto_row;
 
 typedef struct gm_results gm_results;
 
@@ -43,5 +53,8 @@ void gm_results_close(gm_results *R);
 
 /* out/summary.md: the settings, latency before and after, counts, accuracy per task before and after. */
 gm_status gm_results_summary(const char *out, const gm_search_config *c, const gm_search_summary *s, gm_error *err);
+/* OUT/pareto/pareto.md: the Pareto set's table, fastest first (rows in that order). */
+gm_status gm_results_pareto(const char *out, const gm_search_summary *s, const gm_pareto_row *rows, int n,
+                            gm_error *err);
 
 #endif

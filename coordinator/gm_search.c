@@ -16,6 +16,7 @@
 #include "gm_guide.h"
 #include "gm_mutate.h"
 #include "gm_search_int.h"
+#include "gm_tb.h"
 
 /* ---- small helpers --------------------------------------------------------------- */
 
@@ -38,6 +39,12 @@ static gm_ckpt_cand *new_row(gm_search *S, gm_error *err)
     r->latency_ms = r->base_latency_ms = r->speedup = r->worst_drop = r->drop0 = r->predicted = NAN;
     for (int t = 0; t < GM_MF_MAX_TASKS; t++) r->val[t] = NAN;
     return r;
+}
+
+/* Higher is faster: the speed-up, or fewer MFLOPs in deterministic mode (where timing must not decide). */
+static double speed_key(const gm_search *S, const gm_ckpt_cand *r)
+{
+    return S->c->deterministic ? -r->mflops : r->speedup;
 }
 
 /* Seen: any row that was or is being fine-tuned with this location. Passed: a passed row with this topology. */
@@ -79,12 +86,61 @@ static gm_status add_elite(gm_search *S, const gm_fgraph *g, gm_mfile *w, int id
     return GM_OK;
 }
 
-static void announce(gm_search *S, gm_ckpt_cand *r, const char *error)
+/*
+ * The live view (gm_tb.h): per candidate (step: its id) its status (gm_cand_status's
+ * value), speed-up, worst drop and drop before fine-tuning in points, and its
+ * learning curve (step: epoch); for the sweep (step: candidates finished) the
+ * best speed-up, the pass rate among fine-tuned candidates, candidates per hour
+ * and the worker groups busy on average (fine-tune seconds over elapsed seconds).
+ */
+static gm_status live_view(gm_search *S, const gm_ckpt_cand *r, gm_error *err)
+{
+    gm_tb *w = S->tb;
+    const int nt = S->c->nmodels, tuned_row = r->status == GM_CAND_PASSED || r->status == GM_CAND_FAILED ||
+                                                 r->status == GM_CAND_ABORTED;
+    gm_status st = gm_tb_scalar(w, "candidate/status", r->id, 0, (double)r->status, err);
+    if (st == GM_OK && tuned_row && isfinite(r->speedup)) st = gm_tb_scalar(w, "candidate/speedup", r->id, 0, r->speedup, err);
+    if (st == GM_OK && tuned_row && isfinite(r->worst_drop))
+        st = gm_tb_scalar(w, "candidate/worst_drop_points", r->id, 0, 100 * r->worst_drop, err);
+    if (st == GM_OK && tuned_row && isfinite(r->drop0))
+        st = gm_tb_scalar(w, "candidate/drop0_points", r->id, 0, 100 * r->drop0, err);
+    for (int k = 0; st == GM_OK && k < r->ncurve; k++) {
+        const double *q = r->curve + (size_t)k * GM_CKPT_CURVE_COLS(nt);
+        double worst = -INFINITY;
+        for (int t = 0; t < nt; t++) worst = fmax(worst, S->o.orig_val[t] - q[2 + t]);
+        char tag[64];
+        snprintf(tag, sizeof tag, "curve/c%d/worst_drop_points", r->id);
+        st = gm_tb_scalar(w, tag, (int64_t)q[0], 0, 100 * worst, err);
+        if (st == GM_OK && isfinite(q[1])) {
+            snprintf(tag, sizeof tag, "curve/c%d/loss", r->id);
+            st = gm_tb_scalar(w, tag, (int64_t)q[0], 0, q[1], err);
+        }
+    }
+    int tuned = 0, passed = 0;
+    double busy = 0;
+    for (int i = 0; i < S->nrows; i++) {
+        const gm_ckpt_cand *x = &S->rows[i];
+        if (x->status != GM_CAND_PASSED && x->status != GM_CAND_FAILED && x->status != GM_CAND_ABORTED) continue;
+        tuned++;
+        passed += x->status == GM_CAND_PASSED;
+        busy += isfinite(x->seconds) ? x->seconds : 0;
+    }
+    const double el = gm_search_elapsed(S);
+    if (st == GM_OK && S->best_id >= 0)
+        st = gm_tb_scalar(w, "search/best_speedup", S->done, 0, S->rows[S->best_id].speedup, err);
+    if (st == GM_OK && tuned > 0) st = gm_tb_scalar(w, "search/pass_rate", S->done, 0, (double)passed / tuned, err);
+    if (st == GM_OK && el > 0) st = gm_tb_scalar(w, "search/candidates_per_hour", S->done, 0, 3600.0 * S->done / el, err);
+    if (st == GM_OK && el > 0) st = gm_tb_scalar(w, "search/groups_busy", S->done, 0, busy / el, err);
+    return st;
+}
+
+static gm_status announce(gm_search *S, gm_ckpt_cand *r, const char *error, gm_error *err)
 {
     S->done++;
     r->finished_s = gm_search_elapsed(S);
     if (S->results) gm_results_row(S->results, r);
-    if (!S->o.progress) return;
+    gm_status st = S->tb ? live_view(S, r, err) : GM_OK;
+    if (!S->o.progress) return st;
     const int tuned = r->status == GM_CAND_PASSED || r->status == GM_CAND_FAILED || r->status == GM_CAND_ABORTED;
     gm_search_event e = {.id = r->id, .iteration = r->iteration, .source = r->source,
                          .status = gm_cand_status_name(r->status), .worker = r->worker, .nodes = r->nodes,
@@ -97,13 +153,15 @@ static void announce(gm_search *S, gm_ckpt_cand *r, const char *error)
                          .iterations = S->c->iterations, .elapsed_s = gm_search_elapsed(S),
                          .budget_s = S->c->time_budget_s};
     S->o.progress(S->o.ctx, &e);
+    return st;
 }
 
 static gm_status open_results(gm_search *S, gm_error *err)
 {
     char task[GM_MF_MAX_TASKS][64];
     for (int t = 0; t < S->c->nmodels; t++) snprintf(task[t], sizeof task[t], "%s", S->o.models[t]->tasks[0].name);
-    return gm_results_open(&S->results, S->c->out, (const char (*)[64])task, S->c->nmodels, err);
+    gm_status st = gm_results_open(&S->results, S->c->out, (const char (*)[64])task, S->c->nmodels, err);
+    return st == GM_OK ? gm_tb_open(&S->tb, S->c->out, err) : st;
 }
 
 /* ---- open, restore, free ----------------------------------------------------------- */
@@ -116,6 +174,8 @@ void gm_search_free(gm_search *S)
         free(S->elites[k].g);
     }
     free(S->elites);
+    for (int k = 0; k < S->npareto; k++) gm_mfile_free(&S->pareto[k].w);
+    free(S->pareto);
     for (int i = 0; i < S->nrows; i++) {
         free(S->rows[i].enc);
         free(S->rows[i].curve);
@@ -127,6 +187,7 @@ void gm_search_free(gm_search *S)
     free(S->orig);
     free(S->cand);
     gm_results_close(S->results);
+    gm_tb_close(S->tb);
     free(S);
 }
 
@@ -169,10 +230,20 @@ static gm_status restore(gm_search *S, const gm_ckpt *ck, gm_error *err)
         if (st == GM_OK) st = gm_mfile_copy(&w, &ck->elite_w[k], err);
         if (st == GM_OK) st = add_elite(S, S->cand, &w, r->id, err);
     }
+    if (st == GM_OK && ck->npareto > 0) {
+        if (!(S->pareto = calloc((size_t)ck->npareto, sizeof *S->pareto)))
+            return gm_error_set(err, GM_ENOMEM, "out of memory for the Pareto set");
+        S->cap_pareto = ck->npareto;
+    }
+    for (int k = 0; st == GM_OK && k < ck->npareto; k++) { /* as saved: no member beats another */
+        S->pareto[k].id = ck->pareto_id[k];
+        st = gm_mfile_copy(&S->pareto[k].w, &ck->pareto_w[k], err);
+        if (st == GM_OK) S->npareto = k + 1;
+    }
     S->best_id = ck->best_id;
     if (st == GM_OK && ck->best_id >= 0) {
         const gm_ckpt_cand *b = &S->rows[ck->best_id];
-        S->best_key = c->deterministic ? -b->mflops : b->speedup;
+        S->best_key = speed_key(S, b);
         st = gm_mfile_copy(&S->best, &ck->best, err);
     }
     return st;
@@ -308,7 +379,8 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
         gm_filter_features(S->cand, &feat);
         if (dup || (c->filter_dominance && gm_failures_match(&S->failures, &feat) >= 0)) {
             r->status = dup ? GM_CAND_DUPLICATE : GM_CAND_FILTERED;
-            announce(S, r, NULL);
+            st = announce(S, r, NULL, err);
+            if (st != GM_OK) return st;
             continue;
         }
         int lost;
@@ -332,9 +404,41 @@ void gm_search_requeue(gm_search *S, int id)
 
 /* ---- record ------------------------------------------------------------------------- */
 
+/* q is at least as fast and at most as far down as r (better in one when strict). */
+static int dominates(const gm_search *S, const gm_ckpt_cand *q, const gm_ckpt_cand *r, int strict)
+{
+    const double kq = speed_key(S, q), kr = speed_key(S, r);
+    return kq >= kr && q->worst_drop <= r->worst_drop && (!strict || kq > kr || q->worst_drop < r->worst_drop);
+}
+
+/* A passed candidate joins the Pareto set unless a member is as good on both; the members it beats leave. */
+static gm_status pareto_offer(gm_search *S, const gm_ckpt_cand *r, const gm_mfile *w, gm_error *err)
+{
+    for (int k = 0; k < S->npareto; k++)
+        if (dominates(S, &S->rows[S->pareto[k].id], r, 0)) return GM_OK;
+    int m = 0;
+    for (int k = 0; k < S->npareto; k++) {
+        if (dominates(S, r, &S->rows[S->pareto[k].id], 1)) gm_mfile_free(&S->pareto[k].w);
+        else S->pareto[m++] = S->pareto[k];
+    }
+    S->npareto = m;
+    if (S->npareto == S->cap_pareto) {
+        const int cap = S->cap_pareto ? 2 * S->cap_pareto : 8;
+        kept *p = realloc(S->pareto, sizeof *p * (size_t)cap);
+        if (!p) return gm_error_set(err, GM_ENOMEM, "out of memory for the Pareto set");
+        S->pareto = p;
+        S->cap_pareto = cap;
+    }
+    kept *k = &S->pareto[S->npareto];
+    k->id = r->id;
+    gm_status st = gm_mfile_copy(&k->w, w, err);
+    if (st == GM_OK) S->npareto++;
+    return st;
+}
+
 static gm_status update_best(gm_search *S, const gm_ckpt_cand *r, const gm_mfile *w, gm_error *err)
 {
-    const double key = S->c->deterministic ? -r->mflops : r->speedup;
+    const double key = speed_key(S, r);
     if (S->best_id >= 0 && !(key > S->best_key)) return GM_OK;
     S->best_id = r->id;
     S->best_key = key;
@@ -390,6 +494,7 @@ gm_status gm_search_record(gm_search *S, gm_result *res, int worker, const char 
     if (st != GM_OK) return st;
     if (r->status == GM_CAND_PASSED) {
         st = update_best(S, r, &res->tuned, err);
+        if (st == GM_OK) st = pareto_offer(S, r, &res->tuned, err);
         if (st == GM_OK && c->policy == GM_POLICY_SA) {
             st = gm_fgraph_decode(S->cand, r->enc, r->enc_len, S->o.models, c->nmodels, err);
             if (st == GM_OK) st = add_elite(S, S->cand, &res->tuned, r->id, err);
@@ -400,8 +505,7 @@ gm_status gm_search_record(gm_search *S, gm_result *res, int worker, const char 
         if (st == GM_OK) gm_filter_features(S->cand, &f);
         if (st == GM_OK && gm_failures_add(&S->failures, &f) != 0) st = gm_error_set(err, GM_ENOMEM, "out of memory");
     }
-    announce(S, r, error);
-    return st;
+    return st == GM_OK ? announce(S, r, error, err) : st;
 }
 
 gm_status gm_search_fail(gm_search *S, int id, const char *why, gm_error *err)
@@ -423,8 +527,16 @@ gm_status gm_search_checkpoint(gm_search *S, gm_error *err)
     memcpy(ck.rng, S->rng.s, sizeof ck.rng);
     ck.elite_id = malloc(sizeof(int) * (size_t)(S->nelites + 1));
     ck.elite_w = malloc(sizeof(gm_mfile) * (size_t)(S->nelites + 1));
+    ck.npareto = S->npareto;
+    ck.pareto_id = malloc(sizeof(int) * (size_t)(S->npareto + 1));
+    ck.pareto_w = malloc(sizeof(gm_mfile) * (size_t)(S->npareto + 1));
     gm_status st = GM_OK;
-    if (!ck.config || !ck.elite_id || !ck.elite_w) st = gm_error_set(err, GM_ENOMEM, "out of memory");
+    if (!ck.config || !ck.elite_id || !ck.elite_w || !ck.pareto_id || !ck.pareto_w)
+        st = gm_error_set(err, GM_ENOMEM, "out of memory");
+    for (int k = 0; st == GM_OK && k < S->npareto; k++) { /* shallow, as the elites */
+        ck.pareto_id[k] = S->pareto[k].id;
+        ck.pareto_w[k] = S->pareto[k].w;
+    }
     for (int k = 0; st == GM_OK && k < S->nelites; k++) { /* oldest first; shallow copies, not freed here */
         const elite *e = &S->elites[(S->oldest + k) % S->nelites];
         ck.elite_id[k] = e->id;
@@ -437,6 +549,8 @@ gm_status gm_search_checkpoint(gm_search *S, gm_error *err)
     free(ck.config);
     free(ck.elite_id);
     free(ck.elite_w);
+    free(ck.pareto_id);
+    free(ck.pareto_w);
     return st;
 }
 

@@ -6,12 +6,16 @@
  */
 #include "gm_search.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gm_dataset.h"
+#include "gm_fs.h"
 #include "gm_search_int.h"
 #include "gm_train.h"
 
@@ -108,6 +112,87 @@ static gm_status final_choice(gm_search *S, gm_backend *be, gm_search_summary *s
     return st;
 }
 
+/*
+ * A fused model's test accuracies (acc, in task order) into its file, with
+ * the dataset each task was scored on when the config gave one (imported
+ * models record none), so `gmorph eval FILE` needs no --data; saved at path.
+ */
+static gm_status score_and_save(gm_search *S, gm_backend *be, gm_mfile *m, const char *path, double *acc,
+                                gm_error *err)
+{
+    const gm_search_config *c = S->c;
+    gm_status st = test_accuracy(S, be, m, acc, err);
+    for (int t = 0; st == GM_OK && t < m->ntasks; t++)
+        for (int j = 0; j < c->nmodels; j++)
+            if (!strcmp(S->o.models[j]->tasks[0].name, m->tasks[t].name)) {
+                m->tasks[t].test_accuracy = acc[j];
+                if (c->data[j][0]) snprintf(m->tasks[t].dataset, sizeof m->tasks[t].dataset, "%s", c->data[j]);
+            }
+    return st == GM_OK ? gm_mfile_save(path, m, err) : st;
+}
+
+static int by_speed(const void *a, const void *b)
+{
+    const gm_pareto_row *x = a, *y = b;
+    return (x->speedup < y->speedup) - (x->speedup > y->speedup);
+}
+
+/* Files of an earlier end in OUT/pareto: the set may have changed since (a resumed sweep). */
+static gm_status clear_pareto(const char *dir, gm_error *err)
+{
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? GM_OK : gm_error_set(err, GM_EIO, "%s: cannot read: %s", dir, strerror(errno));
+    gm_status st = GM_OK;
+    struct dirent *e;
+    while (st == GM_OK && (e = readdir(d))) {
+        const size_t n = strlen(e->d_name);
+        if (n < 4 || strcmp(e->d_name + n - 3, ".h5") != 0) continue;
+        char p[1400];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (unlink(p) != 0) st = gm_error_set(err, GM_EIO, "%s: cannot remove: %s", p, strerror(errno));
+    }
+    closedir(d);
+    return st;
+}
+
+/*
+ * The Pareto set (gm_ckpt.h) as model files, OUT/pareto/<speed-up>x-<drop>.h5
+ * (the sweep's speed-up, the worst validation drop in points; -<id> after a
+ * name already taken), each scored on the test split, and its table: one
+ * sweep serves several operating points.
+ */
+static gm_status write_pareto(gm_search *S, gm_backend *be, gm_search_summary *s, gm_error *err)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/pareto", S->c->out);
+    gm_status st = clear_pareto(dir, err);
+    if (st != GM_OK || S->npareto == 0) return st;
+    if (gm_fs_mkdirs(dir) != 0) return gm_error_set(err, GM_EIO, "%s: cannot create: %s", dir, strerror(errno));
+    gm_pareto_row *rows = calloc((size_t)S->npareto, sizeof *rows);
+    if (!rows) return gm_error_set(err, GM_ENOMEM, "out of memory");
+    for (int k = 0; k < S->npareto; k++) {
+        const gm_ckpt_cand *r = &S->rows[S->pareto[k].id];
+        rows[k] = (gm_pareto_row){.id = r->id, .speedup = r->speedup, .mflops = r->mflops, .worst_drop = r->worst_drop};
+    }
+    qsort(rows, (size_t)S->npareto, sizeof *rows, by_speed);
+    for (int i = 0; st == GM_OK && i < S->npareto; i++) {
+        gm_pareto_row *r = &rows[i];
+        snprintf(r->file, sizeof r->file, "%.2fx-%.2f.h5", r->speedup, 100 * r->worst_drop);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(rows[j].file, r->file)) snprintf(r->file, sizeof r->file, "%.2fx-%.2f-%d.h5", r->speedup,
+                                                         100 * r->worst_drop, r->id);
+        int k = 0;
+        while (S->pareto[k].id != r->id) k++;
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", dir, r->file);
+        st = score_and_save(S, be, &S->pareto[k].w, p, r->test, err);
+    }
+    if (st == GM_OK) st = gm_results_pareto(S->c->out, s, rows, S->npareto, err);
+    if (st == GM_OK) s->npareto = S->npareto;
+    free(rows);
+    return st;
+}
+
 /* The end's numbers into what the final checkpoint keeps, so a report needs nothing else. */
 static void keep_summary(gm_search *S, const gm_search_summary *s)
 {
@@ -159,18 +244,11 @@ gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, 
     if (st == GM_OK && S->best_id >= 0) st = final_choice(S, one ? one : S->o.latency_device, s, err);
     gm_backend_free(one);
     if (st == GM_OK && S->best_id >= 0) {
-        st = test_accuracy(S, be, &S->best, s->best_test, err);
-        for (int t = 0; st == GM_OK && t < s->ntasks; t++) S->best.tasks[t].test_accuracy = s->best_test[t];
-        /* name the dataset a task was scored on when the config gave one (imported
-         * models record none), so `gmorph eval best.h5` needs no --data */
-        for (int t = 0; t < S->best.ntasks; t++)
-            for (int j = 0; j < c->nmodels; j++)
-                if (c->data[j][0] && !strcmp(S->o.models[j]->tasks[0].name, S->best.tasks[t].name))
-                    snprintf(S->best.tasks[t].dataset, sizeof S->best.tasks[t].dataset, "%s", c->data[j]);
         char p[1200];
         snprintf(p, sizeof p, "%s/best.h5", c->out);
-        if (st == GM_OK) st = gm_mfile_save(p, &S->best, err);
+        st = score_and_save(S, be, &S->best, p, s->best_test, err);
     }
+    if (st == GM_OK) st = write_pareto(S, be, s, err);
     gm_backend_free(be);
     s->wall_s = gm_search_elapsed(S);
     if (st == GM_OK) keep_summary(S, s);

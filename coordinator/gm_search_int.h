@@ -18,6 +18,12 @@ typedef struct {
     gm_mfile w;           /* fine-tuned weights, block b = node b */
 } elite;
 
+/* A passed candidate's fine-tuned model, kept for the Pareto set. */
+typedef struct {
+    int id;
+    gm_mfile w;
+} kept;
+
 struct gm_search {
     gm_search_opts o;
     const gm_search_config *c;
@@ -34,11 +40,14 @@ struct gm_search {
     gm_failures failures;
     elite *elites;               /* ring of max_elites, oldest at index `oldest` */
     int nelites, oldest;
+    kept *pareto;                /* the Pareto set (gm_ckpt.h), in the order its members passed */
+    int npareto, cap_pareto;
     int best_id;
     double best_key;             /* speed-up, or -MFLOPs in deterministic mode: higher is better */
     gm_mfile best;
     int done;                    /* finished rows */
     gm_results *results;         /* candidates.csv and .jsonl */
+    struct gm_tb *tb;            /* the TensorBoard event file (gm_tb.h) */
     gm_ckpt_summary summary;     /* what the checkpoint keeps for the report; the end fills the rest */
 };
 

@@ -14,10 +14,11 @@ apt-get install -y -qq --no-install-recommends \
     libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-openmpi-dev hdf5-tools \
     libcmocka-dev libcjson-dev zlib1g-dev dataset-fashion-mnist chromium slurm-wlm munge \
     libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-venv python3-numpy python3-h5py python3-torch >/dev/null
-# The ONNX tests check exported models with onnx.checker and ONNX Runtime, which
-# Debian 12 does not package: a virtual environment from PyPI, outside the tree.
-if [ ! -x /opt/gmorph-py/bin/python ] || ! /opt/gmorph-py/bin/python -c 'import onnx, onnxruntime' 2>/dev/null; then
+# The ONNX tests check exported models with onnx.checker and ONNX Runtime, and the
+# live-view test reads event files with TensorBoard's own reader; Debian 12 packages
+# none of them: a virtual environment from PyPI, outside the tree.
+if [ ! -x /opt/gmorph-py/bin/python ] || ! /opt/gmorph-py/bin/python -c 'import onnx, onnxruntime, tensorboard' 2>/dev/null; then
     python3 -m venv /opt/gmorph-py
-    /opt/gmorph-py/bin/pip install -q --disable-pip-version-check onnx onnxruntime numpy h5py
+    /opt/gmorph-py/bin/pip install -q --disable-pip-version-check onnx onnxruntime numpy h5py tensorboard
 fi
 echo "tests/install-deps.sh: build dependencies installed"

@@ -239,6 +239,12 @@ static void make_ckpt(const fixture *f, gm_ckpt *c, int variant)
     c->elite_id[1] = 6;
     fused(f, 1, 11 + (uint64_t)variant, &c->elite_w[0]);
     fused(f, 6, 12 + (uint64_t)variant, &c->elite_w[1]);
+    c->npareto = 1; /* the best alone: the Pareto set's own copy of its weights */
+    c->pareto_id = malloc(sizeof(int));
+    c->pareto_w = calloc(1, sizeof(gm_mfile));
+    assert_true(c->pareto_id && c->pareto_w);
+    c->pareto_id[0] = 6;
+    fused(f, 6, 14 + (uint64_t)variant, &c->pareto_w[0]);
     c->best_id = 6;
     fused(f, 6, 13 + (uint64_t)variant, &c->best);
     /* an ended sweep's summary, a NaN among its numbers (a test split the end could not score) */
@@ -334,6 +340,11 @@ static void assert_ckpt_equal(const gm_ckpt *a, const gm_ckpt *b)
     for (int k = 0; k < a->nelites; k++) {
         assert_int_equal(a->elite_id[k], b->elite_id[k]);
         assert_model_equal(&a->elite_w[k], &b->elite_w[k]);
+    }
+    assert_int_equal(a->npareto, b->npareto);
+    for (int k = 0; k < a->npareto; k++) {
+        assert_int_equal(a->pareto_id[k], b->pareto_id[k]);
+        assert_model_equal(&a->pareto_w[k], &b->pareto_w[k]);
     }
     assert_int_equal(a->best_id, b->best_id);
     if (a->best_id >= 0) assert_model_equal(&a->best, &b->best);
@@ -796,6 +807,12 @@ static void test_inconsistent(void **state)
     assert_load_fails(path, "group \"elites\" holds 1 models, but elite_ids names 2");
     copy_file(good, path);
     assert_ok(gm_h5_open(&file, path, 1, &err), err);
+    assert_true(H5Ldelete(file, "pareto/6", H5P_DEFAULT) >= 0);
+    gm_h5_close_file(file);
+    reseal(path, GM_CKPT_VERSION);
+    assert_load_fails(path, "group \"pareto\" holds 0 models, but pareto_ids names 1");
+    copy_file(good, path);
+    assert_ok(gm_h5_open(&file, path, 1, &err), err);
     assert_true(H5Ldelete(file, "best", H5P_DEFAULT) >= 0);
     gm_h5_close_file(file);
     reseal(path, GM_CKPT_VERSION);
@@ -830,6 +847,7 @@ static void test_save_refusals(void **state)
     REFUSED(c.cand[4].enc_len = -1, c.cand[4].enc_len = len4, "encoding");
     REFUSED(c.elite_id[0] = 0, c.elite_id[0] = 1, "not a passed candidate");
     REFUSED(c.elite_id[0] = NCAND, c.elite_id[0] = 1, "not a passed candidate");
+    REFUSED(c.pareto_id[0] = 2, c.pareto_id[0] = 6, "Pareto model 0: id 2 is not a passed candidate");
     REFUSED(c.elite_id[0] = 6, c.elite_id[0] = 1, "also elite");
     REFUSED(c.best_id = 2, c.best_id = 6, "best_id 2");
     REFUSED(c.best_id = NCAND, c.best_id = 6, "best_id");

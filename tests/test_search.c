@@ -157,6 +157,88 @@ static void jsonl_curves_match(const char *path, const gm_ckpt *ck, const char *
     assert_true(seen >= 1);
 }
 
+/* Test accuracy of task `task` of a fused model file, scored here on the sprites set. */
+static double score(const gm_mfile *m, int k, const char *data)
+{
+    gm_error err;
+    gm_backend *be;
+    gm_net *net;
+    gm_dataset *ds;
+    gm_net_desc d = gm_mfile_desc(m);
+    assert_int_equal(gm_backend_cpu_create(&be, 1, &err), GM_OK);
+    assert_int_equal(gm_net_create(&net, be, &d, 64, 1, &err), GM_OK);
+    assert_int_equal(gm_mfile_to_net(m, net, &err), GM_OK);
+    assert_int_equal(gm_ds_open(&ds, data, &err), GM_OK);
+    gm_ds_set_normalisation(ds, m->mean, m->std);
+    int out = -1, dt = gm_ds_task_index(ds, m->tasks[k].name);
+    for (int o = 0; o < gm_net_noutputs(net); o++)
+        if (gm_net_output_block(net, o) == m->tasks[k].head) out = o;
+    double acc = NAN;
+    assert_int_equal(gm_eval_tasks(net, ds, GM_SPLIT_TEST, 1, &out, &dt, 64, 0, &acc, &err), GM_OK);
+    gm_ds_close(ds);
+    gm_net_free(net);
+    gm_backend_free(be);
+    return acc;
+}
+
+/*
+ * The Pareto set the end wrote: pareto.md lists each file once; each is a
+ * passed candidate that no other passed one beats on both speed-up and worst
+ * drop (and every passed candidate off the set is beaten by a member); each
+ * file loads, and its test accuracies are the table's and what scoring it
+ * here gives.
+ */
+static void check_pareto(const char *dir, const gm_ckpt *ck, const char *const *tasks, int npareto)
+{
+    char p[400], line[1024];
+    snprintf(p, sizeof p, "%s/run/pareto/pareto.md", dir);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    int rows = 0, member[64] = {0};
+    while (fgets(line, sizeof line, f)) {
+        char file[64];
+        int id;
+        double sp, mf, drop, test[3];
+        if (sscanf(line, "| %63s | %d | %lfx | %lf | %lf | %lf | %lf | %lf |", file, &id, &sp, &mf, &drop, &test[0],
+                   &test[1], &test[2]) != 8)
+            continue;
+        assert_true(id >= 0 && id < ck->ncand && ck->cand[id].status == GM_CAND_PASSED);
+        assert_true(id < 64 && !member[id]);
+        member[id] = 1;
+        rows++;
+        gm_mfile m = {0};
+        gm_error err;
+        snprintf(p, sizeof p, "%s/run/pareto/%s", dir, file);
+        if (gm_mfile_load(p, &m, &err) != GM_OK) fail_msg("%s", err.msg);
+        char data[300];
+        snprintf(data, sizeof data, "%s/sprites.h5", dir);
+        for (int t = 0; t < 3; t++) {
+            const int k = gm_mfile_task_index(&m, tasks[t]);
+            assert_true(k >= 0);
+            assert_true(fabs(100 * m.tasks[k].test_accuracy - test[t]) < 0.006);
+            assert_true(fabs(score(&m, k, data) - m.tasks[k].test_accuracy) < 1e-12);
+        }
+        gm_mfile_free(&m);
+    }
+    fclose(f);
+    assert_int_equal(rows, npareto);
+    assert_true(rows >= 1);
+    for (int i = 0; i < ck->ncand; i++) {
+        const gm_ckpt_cand *a = &ck->cand[i];
+        if (a->status != GM_CAND_PASSED) continue;
+        int beaten = 0;
+        for (int j = 0; j < ck->ncand; j++) {
+            const gm_ckpt_cand *b = &ck->cand[j];
+            if (j == i || b->status != GM_CAND_PASSED) continue;
+            const int beats = b->speedup >= a->speedup && b->worst_drop <= a->worst_drop &&
+                              (b->speedup > a->speedup || b->worst_drop < a->worst_drop);
+            if (beats && member[i]) fail_msg("Pareto member %d is beaten by candidate %d", i, j);
+            beaten |= beats && member[j];
+        }
+        if (!member[i] && !beaten) fail_msg("passed candidate %d is beaten by no member of the Pareto set", i);
+    }
+}
+
 static void test_tiny_search(void **state)
 {
     ctx *c = *state;
@@ -215,6 +297,7 @@ static void test_tiny_search(void **state)
     }
     snprintf(p, sizeof p, "%s/run/candidates.jsonl", c->dir);
     jsonl_curves_match(p, &ck, tasks);
+    check_pareto(c->dir, &ck, tasks, s.npareto);
     gm_ckpt_free(&ck);
     /* best.h5 is a runnable fused model with three tasks and the summary's test accuracies. */
     gm_mfile m = {0};
