@@ -55,6 +55,10 @@ static int known(const gm_search *S, uint64_t loc, uint64_t top)
         if (r->status == GM_CAND_FILTERED || r->status == GM_CAND_DUPLICATE) continue;
         if (r->location == loc || (r->status == GM_CAND_PASSED && r->topology == top)) return 1;
     }
+    for (int i = 0; i < S->nwarm_loc; i++)
+        if (S->warm_loc[i] == loc) return 1;
+    for (int i = 0; i < S->nwarm_top; i++)
+        if (S->warm_top[i] == top) return 1;
     return 0;
 }
 
@@ -188,6 +192,8 @@ void gm_search_free(gm_search *S)
     free(S->cand);
     gm_results_close(S->results);
     gm_tb_close(S->tb);
+    free(S->warm_loc);
+    free(S->warm_top);
     free(S);
 }
 
@@ -279,6 +285,7 @@ gm_status gm_search_open(gm_search **out, const gm_search_opts *o, gm_error *err
     if (st == GM_OK) st = open_results(S, err);
     for (int i = 0; st == GM_OK && i < S->nrows; i++)
         if (S->rows[i].status != GM_CAND_PENDING) gm_results_row(S->results, &S->rows[i]);
+    if (st == GM_OK && c->nwarm > 0) st = gm_search_warm(S, !o->resume, err);
     if (st != GM_OK) {
         gm_search_free(S);
         return st;
@@ -506,6 +513,35 @@ gm_status gm_search_record(gm_search *S, gm_result *res, int worker, const char 
         if (st == GM_OK && gm_failures_add(&S->failures, &f) != 0) st = gm_error_set(err, GM_ENOMEM, "out of memory");
     }
     return st == GM_OK ? announce(S, r, error, err) : st;
+}
+
+gm_status gm_search_adopt(gm_search *S, const gm_ckpt_cand *src, gm_mfile *w, gm_error *err)
+{
+    const gm_search_config *c = S->c;
+    gm_ckpt_cand *r = new_row(S, err);
+    if (!r) return GM_ENOMEM;
+    const int id = r->id;
+    *r = (gm_ckpt_cand){.id = id, .iteration = -1, .source = -1, .status = GM_CAND_PASSED, .worker = -1,
+                        .nodes = src->nodes, .epochs = src->epochs, .location = src->location,
+                        .topology = src->topology, .params = src->params, .mflops = src->mflops,
+                        .latency_ms = src->latency_ms, .base_latency_ms = src->base_latency_ms,
+                        .speedup = src->speedup, .worst_drop = src->worst_drop, .seconds = src->seconds,
+                        .drop0 = src->drop0, .predicted = src->predicted, .enc_len = src->enc_len,
+                        .ncurve = src->ncurve};
+    memcpy(r->val, src->val, sizeof r->val);
+    const size_t ncv = (size_t)src->ncurve * GM_CKPT_CURVE_COLS(c->nmodels);
+    r->enc = malloc(sizeof(int32_t) * (size_t)(src->enc_len + 1));
+    r->curve = ncv ? malloc(sizeof(double) * ncv) : NULL;
+    if (!r->enc || (ncv && !r->curve)) return gm_error_set(err, GM_ENOMEM, "out of memory");
+    memcpy(r->enc, src->enc, sizeof(int32_t) * (size_t)src->enc_len);
+    if (ncv) memcpy(r->curve, src->curve, sizeof(double) * ncv);
+    gm_status st = update_best(S, r, w, err);
+    if (st == GM_OK) st = pareto_offer(S, r, w, err);
+    if (st == GM_OK && c->policy == GM_POLICY_SA) {
+        st = gm_fgraph_decode(S->cand, r->enc, r->enc_len, S->o.models, c->nmodels, err);
+        if (st == GM_OK) st = add_elite(S, S->cand, w, r->id, err);
+    }
+    return st == GM_OK ? announce(S, r, NULL, err) : st;
 }
 
 gm_status gm_search_fail(gm_search *S, int id, const char *why, gm_error *err)

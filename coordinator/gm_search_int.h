@@ -49,6 +49,27 @@ struct gm_search {
     gm_results *results;         /* candidates.csv and .jsonl */
     struct gm_tb *tb;            /* the TensorBoard event file (gm_tb.h) */
     gm_ckpt_summary summary;     /* what the checkpoint keeps for the report; the end fills the rest */
+    /* graphs earlier sweeps trained (warm_start): locations, and topologies of those that passed */
+    uint64_t *warm_loc, *warm_top;
+    int nwarm_loc, nwarm_top;
 };
+
+/*
+ * Warm start (gm_search_warm.c): reads the config's warm_start checkpoints,
+ * refusing one over other models or other validation data (by name), and
+ * remembers every graph they trained, so none is trained again; their failures
+ * feed the dominance filter when this sweep's threshold is no looser. With
+ * adopt (a fresh sweep, not a resumed one, which has them already), their
+ * passed models held with weights whose every task fits this threshold become
+ * this sweep's first rows (iteration -1): elites, best and Pareto set, fastest
+ * first, up to max_elites.
+ */
+gm_status gm_search_warm(gm_search *S, int adopt, gm_error *err);
+/*
+ * A finished passed row from an earlier sweep, recorded as a result would be
+ * (best, Pareto set, an elite under SA). The elite takes w's weights; the
+ * caller frees w after either way (gm_mfile_free of a taken model is a no-op).
+ */
+gm_status gm_search_adopt(gm_search *S, const gm_ckpt_cand *src, gm_mfile *w, gm_error *err);
 
 #endif

@@ -13,6 +13,8 @@
 # - the same command run again continues the sweep in its run folder and ends
 #   with the uninterrupted table; one that changes the threshold is refused by
 #   name; --fresh starts over;
+# - a warm-started sweep of another seed begins with the first sweep's held models and
+#   trains none of its graphs; one over other models is refused by name;
 # - a truncated checkpoint is refused with a message naming it, and the previous
 #   one (search.h5.prev) still resumes.
 # Usage: test_mpi_search.sh GMORPH GMORPH_SEARCH MPIEXEC
@@ -69,6 +71,41 @@ $mpi -np 5 "$gs" --config "$tmp/search.json" --out "$tmp/r5g" --group-size 2 2>"
 $mpi -np 4 "$gs" --config "$tmp/search.json" --out "$tmp/x" --group-size 2 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ] && grep -q "do not split into groups of 2" "$tmp/err" && ok "ranks that do not split refused" \
     || { bad "uneven groups"; cat "$tmp/err"; }
+
+# ---- warm start: another seed begins with r1's models and trains none of its graphs ----
+python3 - "$tmp" <<'PY'
+import json, sys
+d = sys.argv[1]
+c = json.load(open(d + '/search.json'))
+c['seed'] = 4
+c['warm_start'] = [d + '/r1/search.h5']
+json.dump(c, open(d + '/warm.json', 'w'))
+c['models'] = [c['models'][1], c['models'][0], c['models'][2]]
+json.dump(c, open(d + '/warm-other.json', 'w'))
+PY
+"$gs" --config "$tmp/warm.json" --out "$tmp/rw" 2>"$tmp/rw.err" >/dev/null || { bad "warm-started sweep"; cat "$tmp/rw.err"; }
+# Rows of iteration -1 are the earlier sweep's held models (elites, Pareto set, best) that
+# fit the threshold; every graph the new sweep trained is new to the earlier one.
+/usr/bin/python3 - "$tmp/r1/search.h5" "$tmp/rw/search.h5" <<'PY' && ok "warm start: begins with the earlier elites, trains none of its graphs" || bad "warm start"
+import sys, h5py
+a, b = (h5py.File(p, 'r') for p in sys.argv[1:])
+col = lambda f, k: list(f['candidates'][k][()])
+tuned = lambda f: [i for i, s in enumerate(col(f, 'status')) if s in (1, 2, 3)]
+held = set(int(i) for i in list(a.attrs['elite_ids']) + list(a.attrs.get('pareto_ids', [])) + [a.attrs['best_id']] if i >= 0)
+held = {col(a, 'location')[i] for i in held if col(a, 'worst_drop')[i] <= 0.1}
+it = col(b, 'iteration')
+adopted = {col(b, 'location')[i] for i in range(len(it)) if it[i] == -1}
+assert adopted == held and len(held) > 0, (adopted, held)
+seen = {col(a, 'location')[i] for i in tuned(a)}
+passed_top = {col(a, 'topology')[i] for i in tuned(a) if col(a, 'status')[i] == 1}
+new = [i for i in tuned(b) if it[i] >= 0]
+assert new, 'the warm-started sweep trained nothing'
+assert not any(col(b, 'location')[i] in seen or col(b, 'topology')[i] in passed_top for i in new)
+print('     %d adopted, %d trained, all new' % (len(adopted), len(new)))
+PY
+"$gs" --config "$tmp/warm-other.json" --out "$tmp/rwo" 2>"$tmp/err" >/dev/null
+[ $? -eq 2 ] && grep -q 'warm_start .*r1/search.h5: task 0 is "colour" there, "scale" here' "$tmp/err" &&
+    ok "warm start from a sweep over other models refused by name" || { bad "warm start refusal"; cat "$tmp/err"; }
 
 # ---- time-outs: a candidate past --timeout goes to another group once, then fails ------
 sed 's/"deterministic": true/"deterministic": false/' "$tmp/search.json" >"$tmp/async.json"

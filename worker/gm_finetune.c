@@ -212,7 +212,8 @@ static gm_status load_inputs(gm_ft_data *d, const gm_mfile *const *models, const
             cap += k;
         }
         if (st == GM_OK) {
-            long k = pick_rows(nva, o->val_samples, o->seed, 2000, rows);
+            /* Not the sweep's seed: sweeps of other seeds score on the same samples, so their drops compare. */
+            long k = pick_rows(nva, o->val_samples, GM_FT_VAL_SEED, 2000, rows);
             const int32_t *lab = gm_ds_labels(ds, GM_SPLIT_VAL, task);
             d->nval[t] = k;
             d->x_val[t] = malloc(sizeof(float) * (size_t)k * d->numel);

@@ -36,10 +36,12 @@ typedef struct {
     char task_name[GM_MF_MAX_TASKS][64];
 } gm_ft_data;
 
+enum { GM_FT_VAL_SEED = 1 }; /* the validation rows' draw: the same for every sweep */
+
 typedef struct {
     long samples;        /* distillation samples drawn from each distinct dataset's train split */
-    long val_samples;    /* validation samples per task (0: the whole split) */
-    uint64_t seed;
+    long val_samples;    /* validation samples per task (0: the whole split), the same rows whatever the seed */
+    uint64_t seed;       /* draws the distillation samples */
     int threads;
     const char *cache;   /* teacher cache file (HDF5); NULL: no cache */
     const char *const *data; /* per task: its dataset file; NULL entries use the model's recorded one */

@@ -102,7 +102,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     gm_status st;
     static const char *const top[] = {"models", "data", "out", "threshold", "policy", "iterations", "time_budget_s",
                                       "seed", "sa", "mutation", "finetune", "filter", "threads", "latency", "run",
-                                      "stitch", "gmorph_mode", NULL};
+                                      "stitch", "gmorph_mode", "warm_start", NULL};
     static const char *const stitch_keys[] = {"enabled", "probe", "ridge", "cascade", "fit", "project_shortcuts", NULL};
     static const char *const fit_names[] = {"input", "output", "best", NULL};
     static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", "device", NULL};
@@ -188,6 +188,18 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = get_choice(sec, "stitch", "fit", fit_names, &c->stitch_fit, path, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "project_shortcuts", 0, &c->stitch_shortcuts, err);
     if (st == GM_OK) st = gm_json_get_bool(root, "gmorph_mode", 0, &c->gmorph_mode, err);
+    const gm_json *warm = gm_json_get(root, "warm_start");
+    if (st == GM_OK && warm && (gm_json_type_of(warm) != GM_JSON_ARRAY || gm_json_len(warm) > GM_SEARCH_MAX_WARM))
+        st = gm_error_set(err, GM_EINVAL, "%s: \"warm_start\" must be an array of up to %d checkpoint files", path,
+                          GM_SEARCH_MAX_WARM);
+    for (size_t i = 0; st == GM_OK && warm && i < gm_json_len(warm); i++) {
+        const char *w = gm_json_string(gm_json_at(warm, i));
+        if (!w || !*w || strlen(w) >= sizeof c->warm_start[0])
+            st = gm_error_set(err, GM_EINVAL, "%s: warm_start[%zu] must be a checkpoint path (search.h5)", path, i);
+        else
+            snprintf(c->warm_start[i], sizeof c->warm_start[i], "%s", w);
+        c->nwarm = (int)i + 1;
+    }
     if (st == GM_OK) st = section(root, "latency", lat_keys, &sec, err);
     if (st == GM_OK) st = get_int(sec, "warmup", 0, 100000, &c->lat_warmup, err);
     if (st == GM_OK) st = get_int(sec, "runs", 1, 1000000, &c->lat_runs, err);
@@ -280,6 +292,8 @@ char *gm_search_config_to_json(const gm_search_config *c)
     cJSON_AddStringToObject(s, "fit", fit_names_of(c->stitch_fit));
     cJSON_AddBoolToObject(s, "project_shortcuts", c->stitch_shortcuts);
     cJSON_AddBoolToObject(r, "gmorph_mode", c->gmorph_mode);
+    cJSON *w = cJSON_AddArrayToObject(r, "warm_start");
+    for (int k = 0; k < c->nwarm; k++) cJSON_AddItemToArray(w, cJSON_CreateString(c->warm_start[k]));
     s = obj(r, "latency");
     cJSON_AddNumberToObject(s, "warmup", c->lat_warmup);
     cJSON_AddNumberToObject(s, "runs", c->lat_runs);

@@ -13,6 +13,8 @@
 
 typedef enum { GM_POLICY_SA, GM_POLICY_RANDOM } gm_policy;
 
+enum { GM_SEARCH_MAX_WARM = 8 };
+
 /*
  * BatchNorm while fine-tuning (config finetune.bn):
  * - "batch" (default, GMorph's: PyTorch's train mode): batch statistics
@@ -32,6 +34,9 @@ typedef struct {
     char models[GM_MF_MAX_TASKS][1024];  /* model files, one task each */
     char data[GM_MF_MAX_TASKS][1024];    /* dataset per model; "" = the one it records */
     char out[1024];                      /* run folder */
+    /* warm_start: earlier sweeps' checkpoints over the same models (coordinator/gm_search_int.h, gm_search_warm) */
+    int nwarm;
+    char warm_start[GM_SEARCH_MAX_WARM][1024];
     double threshold;                    /* allowed drop per task, e.g. 0.01 */
     gm_policy policy;
     int iterations;
