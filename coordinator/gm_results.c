@@ -107,19 +107,28 @@ gm_status gm_results_summary(const char *out, const gm_search_config *c, const g
     fprintf(f, "# gmorph search\n\npolicy %s, threshold %.3f, %d iterations, seed %llu%s\n\n",
             c->policy == GM_POLICY_SA ? "sa" : "random", c->threshold, c->iterations, (unsigned long long)c->seed,
             c->deterministic ? ", deterministic (best = fewest FLOPs)" : "");
-    fprintf(f, "- originals one after the other: %.3f ms at the start; best fused: speed-up %.2fx (candidate %d) "
-               "when the search timed it; timed again at the end, alternately with the originals (the best and the "
-               "elites, the fastest kept): %.3f ms against %.3f ms, **%.2fx**\n",
-            s->base_latency_ms, s->found_speedup, s->best_id, s->best_latency_ms, s->best_base_ms, s->speedup);
+    if (s->best_id >= 0)
+        fprintf(f, "- originals one after the other: %.3f ms at the start; best fused: speed-up %.2fx (candidate %d) "
+                   "when the search timed it; timed again at the end, alternately with the originals (the best and "
+                   "the elites, the fastest kept): %.3f ms against %.3f ms, **%.2fx**\n",
+                s->base_latency_ms, s->found_speedup, s->best_id, s->best_latency_ms, s->best_base_ms, s->speedup);
+    else
+        fprintf(f, "- originals one after the other: %.3f ms at the start; **no candidate passed**: no fused model, "
+                   "the originals stay as they are\n", s->base_latency_ms);
     fprintf(f, "- candidates %d: passed %d, failed %d, aborted %d, filtered %d, duplicates %d; %ld fine-tune epochs; "
                "%.0f s wall%s\n\n", s->candidates, s->passed, s->failed, s->aborted, s->filtered, s->duplicates,
             s->ft_epochs, s->wall_s, s->interrupted ? " (stopped early)" : "");
     fprintf(f, "| task | original val %% | fused val %% | original test %% | fused test %% | test drop (points) |\n"
                "|---|---|---|---|---|---|\n");
-    for (int t = 0; t < s->ntasks; t++)
-        fprintf(f, "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", s->task[t], 100 * s->orig_val[t],
-                100 * s->best_val[t], 100 * s->orig_test[t], 100 * s->best_test[t],
-                100 * (s->orig_test[t] - s->best_test[t]));
+    for (int t = 0; t < s->ntasks; t++) {
+        if (s->best_id >= 0)
+            fprintf(f, "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |\n", s->task[t], 100 * s->orig_val[t],
+                    100 * s->best_val[t], 100 * s->orig_test[t], 100 * s->best_test[t],
+                    100 * (s->orig_test[t] - s->best_test[t]));
+        else
+            fprintf(f, "| %s | %.2f | none | %.2f | none | none |\n", s->task[t], 100 * s->orig_val[t],
+                    100 * s->orig_test[t]);
+    }
     if (s->npareto > 0)
         fprintf(f, "\nThe Pareto set (no other passed candidate both faster and less far down): %d models in "
                    "`pareto/`, listed in `pareto/pareto.md`.\n", s->npareto);

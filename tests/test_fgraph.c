@@ -760,6 +760,10 @@ static void test_bad_models_and_encodings(void **state)
     bad.ntasks = 2;
     assert_int_equal(gm_fgraph_from_models(g, mp, NMODELS, &err), GM_EINVAL);
     assert_non_null(strstr(err.msg, "model 1"));
+    /* the same model twice: two tasks of one name */
+    const gm_mfile *twice[NMODELS] = {f->mp[0], f->mp[1], f->mp[0]};
+    assert_int_equal(gm_fgraph_from_models(g, twice, NMODELS, &err), GM_EINVAL);
+    assert_non_null(strstr(err.msg, "models 0 and 2 both serve task"));
     /* a broken graph: check names the node */
     gm_fgraph *ok = new_graph(f);
     copy_graph(g, ok);

@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "gm_ckpt.h"
 #include "gm_json.h"
+#include "gm_results.h"
 #include "gm_make.h"
 #include "gm_mfile.h"
 #include "gm_models.h"
@@ -312,8 +314,37 @@ static void test_tiny_search(void **state)
     gm_mfile_free(&m);
 }
 
+/* A sweep where nothing passed: summary.md says so, with no NaN and no candidate -1. */
+static void test_summary_nothing_passed(void **state)
+{
+    ctx *c = *state;
+    gm_search_config cfg;
+    gm_search_defaults(&cfg);
+    gm_search_summary s = {.ntasks = 2, .base_latency_ms = 1.5, .best_id = -1, .candidates = 3, .failed = 3,
+                           .best_latency_ms = NAN, .best_base_ms = NAN, .speedup = NAN, .found_speedup = NAN};
+    for (int t = 0; t < 2; t++) {
+        snprintf(s.task[t], sizeof s.task[t], "task%d", t);
+        s.orig_val[t] = s.orig_test[t] = 0.9;
+        s.best_val[t] = s.best_test[t] = NAN;
+    }
+    char dir[300], path[320], text[4096];
+    snprintf(dir, sizeof dir, "%s/none", c->dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    gm_error err;
+    if (gm_results_summary(dir, &cfg, &s, &err) != GM_OK) fail_msg("%s", err.msg);
+    snprintf(path, sizeof path, "%s/summary.md", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    const size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    assert_non_null(strstr(text, "no candidate passed"));
+    assert_null(strstr(text, "nan"));
+    assert_null(strstr(text, "candidate -1"));
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_tiny_search)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_summary_nothing_passed), cmocka_unit_test(test_tiny_search)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

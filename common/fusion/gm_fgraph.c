@@ -98,6 +98,12 @@ static gm_status check_models(const gm_mfile *const *models, int n, gm_error *er
         if (m->tasks[0].head != m->nblocks - 1)
             return gm_error_set(err, GM_EINVAL, "fused graph: model %d: task head is block %d, not the last block %d",
                                 i, m->tasks[0].head, m->nblocks - 1);
+        /* Tasks are found by name (results, test scores, the report): one name twice would merge two tasks. */
+        for (int j = 0; j < i; j++)
+            if (!strcmp(models[j]->tasks[0].name, m->tasks[0].name))
+                return gm_error_set(err, GM_EINVAL,
+                                    "fused graph: models %d and %d both serve task \"%s\" (the same model given "
+                                    "twice? each task needs its own name)", j, i, m->tasks[0].name);
         if (!shape_eq(m->input, m0->input))
             return gm_error_set(err, GM_EINVAL, "fused graph: model %d reads %dx%dx%d inputs, model 0 %dx%dx%d", i,
                                 m->input.c, m->input.h, m->input.w, m0->input.c, m0->input.h, m0->input.w);
