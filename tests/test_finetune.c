@@ -31,7 +31,7 @@ static int record(void *ctx, const double *epoch, const double *acc, int n, int 
 }
 
 /* One fine-tune of 3 epochs plus `extra` with the recorder as the curve check; returns epochs trained. */
-static int run(int extra, recorder *rec, gm_ft_result *res)
+static int run_rows(int extra, recorder *rec, long epoch_rows, long *nft, gm_ft_result *res)
 {
     gm_error err;
     gm_ft_data d;
@@ -41,12 +41,34 @@ static int run(int extra, recorder *rec, gm_ft_result *res)
     assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
     assert_ok(dp_make_net(&net, be, GM_FT_EVAL_BATCH, 7, &err), err);
     const gm_ft_opts o = {.max_epochs = 3, .check_every = 1, .batch = 8, .lr = 1e-2f, .threshold = 0.0, .seed = 11,
-                          .abort_check = rec ? record : NULL, .abort_ctx = rec, .extra_epochs = extra};
+                          .abort_check = rec ? record : NULL, .abort_ctx = rec, .extra_epochs = extra,
+                          .epoch_rows = epoch_rows};
     assert_ok(gm_finetune(net, dp_heads, &d, &o, res, &err), err);
+    if (nft) *nft = d.nft;
     gm_net_free(net);
     gm_backend_free(be);
     gm_ft_data_free(&d);
     return res->epochs;
+}
+
+static int run(int extra, recorder *rec, gm_ft_result *res)
+{
+    return run_rows(extra, rec, 0, NULL, res);
+}
+
+/* A pool larger than an epoch: each epoch takes epoch_rows of it (its own shuffle), so fewer steps. */
+static void epochs_draw_from_the_pool(void **state)
+{
+    (void)state;
+    gm_ft_result whole, part;
+    long nft = 0;
+    run_rows(0, NULL, 0, &nft, &whole);
+    if (whole.status == GM_FT_PASSED) skip();
+    assert_int_equal(whole.steps, whole.epochs * (nft / 8));
+    run_rows(0, NULL, nft / 2, NULL, &part);
+    assert_int_equal(part.epochs, 3);
+    assert_int_equal(part.steps, 3 * ((nft / 2) / 8));
+    assert_true(part.steps < whole.steps);
 }
 
 static void extends_when_the_curve_reaches(void **state)
@@ -88,6 +110,7 @@ int main(void)
         cmocka_unit_test(extends_when_the_curve_reaches),
         cmocka_unit_test(no_extension_when_the_curve_falls_short),
         cmocka_unit_test(fixed_budget_without_extra_or_curve),
+        cmocka_unit_test(epochs_draw_from_the_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -431,8 +431,11 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
     for (int t = 0; st == GM_OK && t < n; t++)
         if ((outs[t] = output_of(net, heads[t])) < 0)
             st = gm_error_set(err, GM_EINVAL, "fine-tune: task %d's head (block %d) is not an output", t, heads[t]);
-    if (st == GM_OK && d->nft < B)
-        st = gm_error_set(err, GM_EINVAL, "fine-tune: %ld samples, fewer than a batch of %d", d->nft, B);
+    /* Each epoch's shuffle of the whole pool, cut to the epoch's rows: a fresh subset every epoch. */
+    const long per_epoch = (o->epoch_rows > 0 && o->epoch_rows < d->nft ? o->epoch_rows : d->nft) / B;
+    if (st == GM_OK && per_epoch < 1)
+        st = gm_error_set(err, GM_EINVAL, "fine-tune: %ld samples an epoch, fewer than a batch of %d",
+                          o->epoch_rows > 0 && o->epoch_rows < d->nft ? o->epoch_rows : d->nft, B);
     gm_optim *opt = NULL;
     if (st == GM_OK)
         st = gm_optim_create(&opt, be, gm_update_adam(o->lr, 0.9f, 0.999f, 1e-8f, 0.0f), gm_net_nparams(net), err);
@@ -457,7 +460,6 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
     int npts = 0;
     double loss_sum = 0; /* this rank's loss over the epoch so far, times rows */
     long rows_seen = 0;
-    const long per_epoch = d->nft / B;
     int last = o->max_epochs; /* the budget, extended once at most */
     r->status = GM_FT_FAILED;
     for (int e = 0; st == GM_OK; e++) {
@@ -526,6 +528,7 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
             if (g) st = group_sum(g, be, gm_net_grads(net), gm_net_nparams(net), st, "gradients", err);
             if (st != GM_OK) break;
             gm_optim_step(opt, gm_net_params(net), gm_net_grads(net));
+            r->steps++;
             if (sync_bn) st = sync_stats(net, g, stats, (double)m / B, err);
         }
         if (r->interrupted) break;

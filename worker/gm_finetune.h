@@ -107,6 +107,12 @@ typedef struct {
 
 typedef struct {
     int max_epochs;      /* fine-tuning budget per candidate */
+    /*
+     * Rows per epoch, drawn afresh from the distillation pool (d->nft rows) by each
+     * epoch's shuffle: a pool larger than an epoch shows a deep merge more distinct
+     * inputs for the same steps. 0 (or >= d->nft): every epoch is the whole pool.
+     */
+    long epoch_rows;
     int check_every;     /* accuracy checked at epochs 0, k, 2k, ... and at the end */
     int batch;
     float lr;            /* Adam, fresh per candidate */
@@ -177,6 +183,7 @@ typedef struct {
 typedef struct {
     gm_ft_status status;
     int epochs;                      /* epochs actually trained */
+    long steps;                      /* optimiser steps taken (batches of every epoch trained) */
     double val[GM_MF_MAX_TASKS];     /* accuracy at the last check */
     double worst_drop;               /* max over tasks of orig_val - val */
     double first_drop;               /* the worst drop at the first check, before any step (NAN: none) */

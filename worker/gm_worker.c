@@ -112,7 +112,7 @@ gm_status gm_worker_open(gm_worker **out, const gm_worker_opts *o, gm_error *err
     snprintf(cache, sizeof cache, "%s/teacher.h5", c->out);
     const char *data[GM_MF_MAX_TASKS];
     for (int t = 0; t < c->nmodels; t++) data[t] = c->data[t][0] ? c->data[t] : NULL;
-    gm_ft_data_opts fo = {.samples = c->ft_samples, .val_samples = c->val_samples, .seed = c->seed,
+    gm_ft_data_opts fo = {.samples = c->ft_pool > c->ft_samples ? c->ft_pool : c->ft_samples, .val_samples = c->val_samples, .seed = c->seed,
                           .threads = c->threads, .cache = cache, .data = data};
     if (st == GM_OK) st = gm_ft_data_load(&w->data, w->mptr, c->nmodels, &fo, err);
     for (int t = 0; st == GM_OK && t < c->nmodels; t++) {
@@ -193,6 +193,19 @@ static gm_status seam_features(gm_worker *w, const gm_job *job, const gm_stitch_
     return st;
 }
 
+/* An epoch: samples rows per distinct dataset of the pool (0: the whole pool, as without one). */
+static long epoch_rows(const gm_search_config *c, const gm_ft_data *d)
+{
+    if (c->ft_pool <= c->ft_samples) return 0;
+    long n = 0;
+    for (int t = 0; t < d->n; t++) {
+        int first = 1; /* tasks on one dataset share its rows */
+        for (int u = 0; u < t; u++) first &= d->ft_first[u] != d->ft_first[t];
+        if (first) n += d->ft_count[t] < c->ft_samples ? d->ft_count[t] : c->ft_samples;
+    }
+    return n;
+}
+
 gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error *err)
 {
     const gm_search_config *c = w->o.config;
@@ -216,7 +229,8 @@ gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error 
                     .lr = (float)c->lr, .frozen_bn = c->bn == GM_BN_FROZEN, .cosine = c->cosine,
                     .threshold = c->threshold, .seed = c->seed + (uint64_t)job->id,
                     .abort_check = c->filter_curve ? w->o.abort_check : NULL, .group = w->o.group,
-                    .extra_epochs = c->gmorph_mode ? 0 : c->ft_extra_epochs, .stop = w->o.stop};
+                    .extra_epochs = c->gmorph_mode ? 0 : c->ft_extra_epochs, .stop = w->o.stop,
+                    .epoch_rows = epoch_rows(c, &w->data)};
     gm_ft_feature features[GM_STITCH_MAX_SITES];
     gm_net *elite_teacher = NULL;
     char train_block[GM_FG_MAX_NODES];

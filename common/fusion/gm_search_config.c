@@ -108,7 +108,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", "device", NULL};
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
     static const char *const mut_keys[] = {"merges", "relaxed_below", "guided", "explore", "cost_scale", NULL};
-    static const char *const ft_keys[] = {"samples", "val_samples", "epochs", "check_every", "batch", "lr",
+    static const char *const ft_keys[] = {"samples", "pool", "val_samples", "epochs", "check_every", "batch", "lr",
                                                  "bn", "schedule", "features", "scope", "extra_epochs", NULL};
     static const char *const flt_keys[] = {"dominance", "curve", NULL};
     static const char *const lat_keys[] = {"warmup", "runs", NULL};
@@ -163,6 +163,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = section(root, "finetune", ft_keys, &sec, err);
     if (st == GM_OK) st = get_long(sec, "samples", 1, 100000000, &c->ft_samples, err);
     if (st == GM_OK) st = get_long(sec, "val_samples", 0, 100000000, &c->val_samples, err);
+    if (st == GM_OK) st = get_long(sec, "pool", 0, 100000000, &c->ft_pool, err);
     if (st == GM_OK) st = get_int(sec, "epochs", 0, 10000, &c->ft_epochs, err);
     if (st == GM_OK) st = get_int(sec, "extra_epochs", 0, 10000, &c->ft_extra_epochs, err);
     if (st == GM_OK) st = get_int(sec, "check_every", 1, 10000, &c->check_every, err);
@@ -272,6 +273,7 @@ char *gm_search_config_to_json(const gm_search_config *c)
     s = obj(r, "finetune");
     cJSON_AddNumberToObject(s, "samples", (double)c->ft_samples);
     cJSON_AddNumberToObject(s, "val_samples", (double)c->val_samples);
+    cJSON_AddNumberToObject(s, "pool", (double)c->ft_pool);
     cJSON_AddNumberToObject(s, "epochs", c->ft_epochs);
     cJSON_AddNumberToObject(s, "extra_epochs", c->ft_extra_epochs);
     cJSON_AddNumberToObject(s, "check_every", c->check_every);

@@ -50,6 +50,8 @@ typedef struct {
     double guide_explore;     /* mutation.explore: the uniform share of each draw */
     double guide_cost_scale;  /* mutation.cost_scale */
     long ft_samples, val_samples;
+    long ft_pool;          /* finetune.pool: distinct distillation samples per dataset, each epoch drawing
+                              ft_samples of them afresh (0: ft_samples, the same samples every epoch) */
     int ft_epochs, check_every, batch;
     int ft_extra_epochs;   /* finetune.extra_epochs: more for a candidate whose curve reaches the target (gm_finetune.h) */
     double lr;
