@@ -5,14 +5,15 @@
  * trunk first, would the worker bring it within the threshold, and after how
  * many sample passes?
  *
- * The candidate: every task reads model 0's first DEPTH blocks (block DEPTH
- * of model t reads model 0's block DEPTH-1; DEPTH 0 is the original graph),
+ * The candidate: every task reads model TRUNK's first DEPTH blocks (block
+ * DEPTH of every other model reads TRUNK's block DEPTH-1; DEPTH 0 is the
+ * original graph; TRUNK defaults to 0),
  * built, stitched and fine-tuned exactly as a worker does with the config's
  * stitch and finetune keys, without the learning-curve abort. Prints the
  * candidate's FLOPs against the originals', then its learning curve: epoch,
  * sample passes, loss, every task's validation accuracy and the worst drop.
  *
- * usage: bench_recover CONFIG.json DEPTH   (the models must share block shapes up to DEPTH)
+ * usage: bench_recover CONFIG.json DEPTH [TRUNK]   (the models must share block shapes up to DEPTH)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,13 +31,14 @@ static int node_of(const gm_fgraph *g, int model, int layer)
     return -1;
 }
 
-/* Every model t > 0 reads model 0's first depth blocks. */
-static gm_status share_trunk(gm_fgraph *g, int nmodels, int depth, gm_error *err)
+/* Every other model reads model trunk's first depth blocks. */
+static gm_status share_trunk(gm_fgraph *g, int nmodels, int trunk, int depth, gm_error *err)
 {
-    for (int t = 1; t < nmodels && depth > 0; t++) {
-        const int a = node_of(g, 0, depth), b = node_of(g, t, depth);
+    for (int t = 0; t < nmodels && depth > 0; t++) {
+        if (t == trunk) continue;
+        const int a = node_of(g, trunk, depth), b = node_of(g, t, depth);
         if (a < 0 || b < 0)
-            return gm_error_set(err, GM_EINVAL, "model %d or model 0 has no block %d", a < 0 ? 0 : t, depth);
+            return gm_error_set(err, GM_EINVAL, "model %d has no block %d", a < 0 ? trunk : t, depth);
         gm_status st = gm_mutate_apply(g, (gm_merge){.a = a, .b = b}, err);
         if (st != GM_OK) return st;
     }
@@ -45,16 +47,18 @@ static gm_status share_trunk(gm_fgraph *g, int nmodels, int depth, gm_error *err
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: bench_recover CONFIG.json DEPTH\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: bench_recover CONFIG.json DEPTH [TRUNK]\n");
         return 2;
     }
-    const int depth = atoi(argv[2]);
+    const int depth = atoi(argv[2]), trunk = argc > 3 ? atoi(argv[3]) : 0;
     gm_search_config c;
     gm_error err;
     gm_search_defaults(&c);
-    if (gm_search_config_load(&c, argv[1], &err) != GM_OK || depth < 0) {
-        fprintf(stderr, "bench_recover: %s\n", depth < 0 ? "DEPTH must be 0 or more" : err.msg);
+    if (gm_search_config_load(&c, argv[1], &err) != GM_OK || depth < 0 || trunk < 0 || trunk >= c.nmodels) {
+        fprintf(stderr, "bench_recover: %s\n", depth < 0 ? "DEPTH must be 0 or more"
+                                               : trunk < 0 || trunk >= c.nmodels ? "TRUNK must be one of the models"
+                                                                                 : err.msg);
         return 2;
     }
     gm_worker_opts wo = {.config = &c, .time_latency = 1};
@@ -65,12 +69,12 @@ int main(int argc, char **argv)
     if (st == GM_OK) st = gm_fgraph_from_models(orig, gm_worker_models(w), c.nmodels, &err);
     if (st == GM_OK) {
         *g = *orig;
-        st = share_trunk(g, c.nmodels, depth, &err);
+        st = share_trunk(g, c.nmodels, trunk, depth, &err);
     }
     if (st == GM_OK && c.stitch && c.stitch_shortcuts && !c.gmorph_mode) gm_fgraph_project_seams(g);
     gm_result r;
     if (st == GM_OK) {
-        printf("depth %d: %d nodes, %.1f MFLOP against the originals' %.1f (%.2fx fewer)\n", depth, g->nnodes,
+        printf("trunk of model %d, depth %d: %d nodes, %.1f MFLOP against the originals' %.1f (%.2fx fewer)\n", trunk, depth, g->nnodes,
                (double)gm_fgraph_flops(g) / 1e6, (double)gm_fgraph_flops(orig) / 1e6,
                (double)gm_fgraph_flops(orig) / (double)gm_fgraph_flops(g));
         fflush(stdout);
