@@ -185,7 +185,7 @@ gm_status gm_ds_writer_create(gm_ds_writer **w, const char *path, const gm_ds_in
         nw->x[s] = -1;
         for (int t = 0; t < GM_DS_MAX_TASKS; t++) nw->y[s][t] = -1;
     }
-    st = gm_h5_create(&nw->file, path, err);
+    st = gm_h5_create_stream(&nw->file, path, err); /* datasets can be larger than memory */
     if (st != GM_OK) {
         free(nw);
         return st;

@@ -51,7 +51,8 @@ static void sync_dir_of(const char *path)
     sync_path(dir, 1, NULL);
 }
 
-gm_status gm_h5_create_ub(hid_t *file, const char *path, hsize_t ub, gm_error *err)
+/* A new file at "<path>.tmp": in memory (HDF5's core driver, nothing on disk until closed) or streamed to disk. */
+static gm_status create(hid_t *file, const char *path, hsize_t ub, int in_memory, gm_error *err)
 {
     quiet();
     char tmp[4096];
@@ -60,6 +61,7 @@ gm_status gm_h5_create_ub(hid_t *file, const char *path, hsize_t ub, gm_error *e
     herr_t rc = H5Pset_userblock(fcpl, ub);
     /* The oldest format that has what we use: files stay readable by older h5py. */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_LATEST);
+    if (in_memory) H5Pset_fapl_core(fapl, 1 << 20, 0);
     *file = rc >= 0 ? H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl) : H5I_INVALID_HID;
     H5Pclose(fapl);
     H5Pclose(fcpl);
@@ -69,15 +71,81 @@ gm_status gm_h5_create_ub(hid_t *file, const char *path, hsize_t ub, gm_error *e
     return GM_OK;
 }
 
+gm_status gm_h5_create_ub(hid_t *file, const char *path, hsize_t ub, gm_error *err)
+{
+    return create(file, path, ub, 1, err);
+}
+
+gm_status gm_h5_create_stream(hid_t *file, const char *path, gm_error *err)
+{
+    return create(file, path, 0, 0, err);
+}
+
+/* 1 when file lives in memory (gm_h5_create, gm_h5_create_ub). */
+static int in_memory(hid_t file)
+{
+    hid_t fapl = H5Fget_access_plist(file);
+    const int mem = fapl >= 0 && H5Pget_driver(fapl) == H5FD_CORE;
+    if (fapl >= 0) H5Pclose(fapl);
+    return mem;
+}
+
+/* Writes n bytes to path with every error checked (a full disk shows at write, flush, sync or close). */
+static gm_status write_bytes(const char *path, const void *buf, size_t n, gm_error *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return gm_error_set(err, GM_EIO, "%s: cannot create: %s", path, strerror(errno));
+    const char *p = buf;
+    size_t done = 0;
+    int e = 0;
+    while (done < n && !e) {
+        ssize_t k = write(fd, p + done, n - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) e = k < 0 ? errno : EIO;
+        else done += (size_t)k;
+    }
+    if (!e && fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && !e) e = errno;
+    if (!e) return GM_OK;
+    unlink(path);
+    return gm_error_set(err, GM_EIO, "%s: writing %zu bytes failed: %s", path, n, strerror(e));
+}
+
 gm_status gm_h5_close_tmp(hid_t file, const char *path, gm_error *err)
 {
     char tmp[4096];
     tmp_name(tmp, sizeof tmp, path);
-    if (H5Fclose(file) < 0) {
-        unlink(tmp);
-        return gm_error_set(err, GM_EIO, "%s: closing failed (disk full?)", tmp);
+    if (!in_memory(file)) {
+        if (H5Fclose(file) < 0) {
+            unlink(tmp);
+            return gm_error_set(err, GM_EIO, "%s: closing failed (disk full?)", tmp);
+        }
+        return GM_OK;
     }
-    return GM_OK;
+    /*
+     * The file is complete in memory: take its bytes and write them ourselves, so a
+     * full or read-only disk fails in write(2) with its errno, never inside HDF5
+     * (whose close of a file it could not flush leaves it open, and its own exit
+     * handler then crashes on it).
+     */
+    hsize_t ub = 0;
+    hid_t fcpl = H5Fget_create_plist(file);
+    if (fcpl >= 0) {
+        H5Pget_userblock(fcpl, &ub);
+        H5Pclose(fcpl);
+    }
+    ssize_t n = H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0 ? H5Fget_file_image(file, NULL, 0) : -1;
+    /* The image starts at the superblock: the user block (the caller fills it later) goes in front. */
+    unsigned char *buf = n > 0 ? calloc((size_t)n + (size_t)ub, 1) : NULL;
+    gm_status st = GM_OK;
+    if (n <= 0) st = gm_error_set(err, GM_EIO, "%s: cannot take the file's image from HDF5", tmp);
+    else if (!buf) st = gm_error_set(err, GM_ENOMEM, "%s: out of memory for a %zd-byte file", tmp, n);
+    else if (H5Fget_file_image(file, buf + ub, (size_t)n) != n)
+        st = gm_error_set(err, GM_EIO, "%s: cannot copy the file's image from HDF5", tmp);
+    H5Fclose(file);
+    if (st == GM_OK) st = write_bytes(tmp, buf, (size_t)n + (size_t)ub, err);
+    free(buf);
+    return st;
 }
 
 gm_status gm_h5_install(const char *path, int keep_prev, gm_error *err)

@@ -25,8 +25,18 @@
 
 enum { GM_H5_MAX_RANK = 8 };
 
-/* Creates "<path>.tmp" for writing (truncating an old temporary). */
+/*
+ * Creates "<path>.tmp" for writing (truncating an old temporary). The file is
+ * built in memory and written out whole when committed (gm_h5_close_tmp), with
+ * every write error checked: a full or read-only disk is an error naming the
+ * file and the errno, never a half-written file or a crash inside HDF5.
+ */
 gm_status gm_h5_create(hid_t *file, const char *path, gm_error *err);
+/*
+ * The same, streamed to disk as it is written, for files too large to hold
+ * (datasets); a full disk then fails inside HDF5's writes and close.
+ */
+gm_status gm_h5_create_stream(hid_t *file, const char *path, gm_error *err);
 /* Closes a file from gm_h5_create and atomically renames it to path. */
 gm_status gm_h5_commit(hid_t file, const char *path, gm_error *err);
 /*
@@ -34,7 +44,8 @@ gm_status gm_h5_commit(hid_t file, const char *path, gm_error *err);
  * a user block) and keeps the previous file:
  * - gm_h5_create_ub: as gm_h5_create, with a user block of ub bytes (512, 1024,
  *   ...) at the start of the file, which HDF5, h5py and h5dump skip;
- * - gm_h5_close_tmp: closes the file, leaving "<path>.tmp" whole but not in place;
+ * - gm_h5_close_tmp: closes the file, leaving "<path>.tmp" whole but not in place
+ *   (a file in memory is written out here);
  * - gm_h5_install: fsyncs "<path>.tmp", renames an existing path to
  *   "<path>.prev" when keep_prev (replacing an older one), then renames the
  *   temporary to path. A crash at any moment leaves path or "<path>.prev" whole.
