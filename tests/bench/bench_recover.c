@@ -90,7 +90,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < r.ft.nchecks; i++) {
             const gm_ft_check *k = &r.ft.checks[i];
             double worst = -1;
-            printf("%5d %14ld %7.4f", k->epoch, (long)k->epoch * (d->nft / c.batch) * c.batch, k->loss);
+            /* steps are the same every epoch (the pool's share, or the whole pool) */
+            const long per_epoch = r.ft.epochs > 0 ? r.ft.steps / r.ft.epochs : 0;
+            printf("%5d %14ld %7.4f", k->epoch, (long)k->epoch * per_epoch * c.batch, k->loss);
             for (int t = 0; t < d->n; t++) {
                 printf(" %9.2f%%", 100 * k->val[t]);
                 worst = d->orig_val[t] - k->val[t] > worst ? d->orig_val[t] - k->val[t] : worst;
