@@ -15,6 +15,7 @@
 #   name; --fresh starts over;
 # - a warm-started sweep of another seed begins with the first sweep's held models and
 #   trains none of its graphs; one over other models is refused by name;
+# - a distillation set larger than GMORPH_MEMORY_GB is refused with an estimate;
 # - a truncated checkpoint is refused with a message naming it, and the previous
 #   one (search.h5.prev) still resumes.
 # Usage: test_mpi_search.sh GMORPH GMORPH_SEARCH MPIEXEC
@@ -106,6 +107,12 @@ PY
 "$gs" --config "$tmp/warm-other.json" --out "$tmp/rwo" 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ] && grep -q 'warm_start .*r1/search.h5: task 0 is "colour" there, "scale" here' "$tmp/err" &&
     ok "warm start from a sweep over other models refused by name" || { bad "warm start refusal"; cat "$tmp/err"; }
+
+# ---- a distillation set larger than the memory a rank may use: refused with an estimate ----
+GMORPH_MEMORY_GB=0.001 "$gs" --config "$tmp/search.json" --out "$tmp/rmem" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q 'distillation set: 2048 samples of 768 values .* need 0.01 GiB, more than GMORPH_MEMORY_GB' "$tmp/err" &&
+    ok "a distillation set over the memory limit refused with an estimate (exit $rc)" || { bad "memory estimate (exit $rc)"; cat "$tmp/err"; }
 
 # ---- time-outs: a candidate past --timeout goes to another group once, then fails ------
 sed 's/"deterministic": true/"deterministic": false/' "$tmp/search.json" >"$tmp/async.json"

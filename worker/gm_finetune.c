@@ -168,6 +168,30 @@ static long pick_rows(long n, long want, uint64_t seed, int salt, long *rows)
     return want;
 }
 
+/*
+ * Refuses a distillation set that cannot fit in this machine's memory, with an
+ * estimate, before allocating it: the kernel would otherwise kill the rank
+ * mid-allocation with nothing said. Inputs only (the logits are a few floats a sample).
+ */
+static gm_status fits_in_memory(long rows, size_t numel, const char *path, gm_error *err)
+{
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double have = pages > 0 && page > 0 ? (double)pages * (double)page : INFINITY;
+    /* A rank's share of a node shared with others (its ranks, other jobs): GMORPH_MEMORY_GB, when set. */
+    const char *cap = getenv("GMORPH_MEMORY_GB");
+    const char *why = "this machine's";
+    if (cap && *cap && strtod(cap, NULL) > 0) {
+        have = strtod(cap, NULL) * 1073741824.0;
+        why = "GMORPH_MEMORY_GB's";
+    }
+    const double need = (double)rows * (double)numel * sizeof(float);
+    if (need <= have) return GM_OK;
+    return gm_error_set(err, GM_ENOMEM,
+                        "distillation set: %ld samples of %zu values (up to %s) need %.2f GiB, more than %s "
+                        "%.2f GiB of memory (lower finetune.samples or finetune.pool)",
+                        rows, numel, path, need / 1073741824.0, why, have / 1073741824.0);
+}
+
 /* Distillation inputs from every distinct dataset, then validation data per task. */
 static gm_status load_inputs(gm_ft_data *d, const gm_mfile *const *models, const char *const *paths,
                              const gm_ft_data_opts *o, gm_error *err)
@@ -201,6 +225,7 @@ static gm_status load_inputs(gm_ft_data *d, const gm_mfile *const *models, const
         if (st == GM_OK && !rows) st = gm_error_set(err, GM_ENOMEM, "out of memory");
         if (st == GM_OK && first) {
             long k = pick_rows(ntr, o->samples, o->seed, 1000 + t, rows);
+            st = fits_in_memory(cap + k, d->numel, paths[t], err);
             float *x = realloc(d->x_ft, sizeof(float) * (size_t)(cap + k) * d->numel);
             if (!x) st = gm_error_set(err, GM_ENOMEM, "out of memory for %ld distillation samples", cap + k);
             else d->x_ft = x;
