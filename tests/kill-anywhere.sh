@@ -31,35 +31,64 @@ span=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')
 echo "uninterrupted: $(table "$tmp/ref" | grep -c '^[0-9]') candidates in ${span}s, best $(best "$tmp/ref")"
 
 # Random delays from a seeded stream (awk's srand), within the uninterrupted run's span.
+# Random delays from a seeded stream (awk's srand), within the uninterrupted run's span.
 delays=$(awk -v n="$kills" -v s="$seed" -v span="$span" 'BEGIN { srand(s); for (i = 0; i < n; i++) printf "%.2f\n", rand() * span }')
-before=0 writing=0 between=0 again=0 k=0
+before=0 writing=0 between=0 again=0 k=0 runs=0 wrong=0
+# A run that ends before its kill is compared with the uninterrupted one, and the next starts afresh.
+compare() {
+    runs=$((runs + 1))
+    table "$tmp/ref" >"$tmp/a"
+    table "$tmp/run" >"$tmp/b"
+    if cmp -s "$tmp/a" "$tmp/b" && [ "$(best "$tmp/ref")" = "$(best "$tmp/run")" ]; then
+        echo "     run $runs ended equal to the uninterrupted one"
+    else
+        wrong=$((wrong + 1))
+        echo "FAIL run $runs ended unlike the uninterrupted one"
+        diff "$tmp/a" "$tmp/b"
+    fi
+    rm -rf "$tmp/run"
+}
 for d in $delays; do
     k=$((k + 1))
     [ -f "$tmp/run/search.h5" ] && finished "$tmp/run/search.h5" | sort >"$tmp/held" || : >"$tmp/held"
     $mpi -np 3 "$gs" --config "$tmp/search.json" --out "$tmp/run" >/dev/null 2>"$tmp/run.err.$k" &
     pid=$!
     sleep "$d"
-    if [ ! -f "$tmp/run/search.h5" ]; then phase="before the first checkpoint"; before=$((before + 1))
-    elif [ -f "$tmp/run/search.h5.tmp" ]; then phase="during a checkpoint write"; writing=$((writing + 1))
-    else phase="between checkpoints"; between=$((between + 1)); fi
-    pkill -9 -f -- "--out $tmp/run" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    if [ ! -f "$tmp/run/search.h5" ]; then phase="before the first checkpoint"
+    elif [ -f "$tmp/run/search.h5.tmp" ]; then phase="during a checkpoint write"
+    else phase="between checkpoints"; fi
+    if kill -0 "$pid" 2>/dev/null; then
+        pkill -9 -f -- "--out $tmp/run" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        ended=""
+    else
+        wait "$pid"
+        ended=$?
+    fi
     sed -n 's/^\[ *\([0-9]*\)\].* \(passed\|failed\|aborted\) .*/\1/p' "$tmp/run.err.$k" | sort >"$tmp/trained"
     n=$(comm -12 "$tmp/held" "$tmp/trained" | wc -l)
     again=$((again + n))
+    if [ -n "$ended" ]; then
+        echo "run ended (exit $ended) before kill $k at ${d}s; $(wc -l <"$tmp/trained") trained, $n of them again"
+        compare
+        continue
+    fi
+    case $phase in
+    before*) before=$((before + 1)) ;;
+    during*) writing=$((writing + 1)) ;;
+    *) between=$((between + 1)) ;;
+    esac
     echo "kill $k at ${d}s: $phase; $(wc -l <"$tmp/held") finished before, $(wc -l <"$tmp/trained") trained in this run, $n of them again"
 done
 [ -f "$tmp/run/search.h5" ] && finished "$tmp/run/search.h5" | sort >"$tmp/held" || : >"$tmp/held"
 $mpi -np 3 "$gs" --config "$tmp/search.json" --out "$tmp/run" >/dev/null 2>"$tmp/run.err.end" || { echo "FAIL the final run"; cat "$tmp/run.err.end"; exit 1; }
 sed -n 's/^\[ *\([0-9]*\)\].* \(passed\|failed\|aborted\) .*/\1/p' "$tmp/run.err.end" | sort >"$tmp/trained"
 again=$((again + $(comm -12 "$tmp/held" "$tmp/trained" | wc -l)))
-table "$tmp/ref" >"$tmp/a"
-table "$tmp/run" >"$tmp/b"
-echo "$kills kills: $before before the first checkpoint, $writing during a checkpoint write, $between between checkpoints"
-if cmp -s "$tmp/a" "$tmp/b" && [ "$(best "$tmp/ref")" = "$(best "$tmp/run")" ] && [ "$again" -eq 0 ]; then
-    echo "ok   the final table and best equal the uninterrupted run's; no finished candidate trained again"
+compare
+echo "$((before + writing + between)) kills ($before before the first checkpoint, $writing during a checkpoint write, $between between checkpoints) over $runs runs"
+if [ "$wrong" -eq 0 ] && [ "$again" -eq 0 ]; then
+    echo "ok   every run ended with the uninterrupted run's table and best; no finished candidate trained again"
 else
-    echo "FAIL table or best differ, or $again finished candidates trained again"
-    diff "$tmp/a" "$tmp/b"
+    echo "FAIL $wrong runs ended otherwise, $again finished candidates trained again"
     exit 1
 fi
