@@ -145,7 +145,8 @@ gm_status gm_results_pareto(const char *out, const gm_search_summary *s, const g
     if (!f) return GM_EIO;
     fprintf(f, "# The Pareto set\n\nEvery passed candidate that no other passed one beats on both speed-up and "
                "worst validation drop, fastest first; each file is a fused model (`gmorph eval FILE` scores it). "
-               "Speed-ups as the sweep timed them.\n\n| file | candidate | speed-up | MFLOPs | worst val drop (points) |");
+               "Speed-ups timed again at the end, each member alternately with the originals (the sweep's own "
+               "measurements, from busier moments, chose the set; a member beaten once timed again left it).\n\n| file | candidate | speed-up | MFLOPs | worst val drop (points) |");
     for (int t = 0; t < s->ntasks; t++) fprintf(f, " %s test %% |", s->task[t]);
     fprintf(f, " worst test drop (points) |\n|---|---|---|---|---|");
     for (int t = 0; t < s->ntasks; t++) fprintf(f, "---|");

@@ -33,7 +33,7 @@ typedef struct {
 typedef struct {
     char file[64];           /* relative to OUT/pareto */
     int id;
-    double speedup;          /* as the sweep timed it */
+    double speedup;          /* timed again at the end, alternately with the originals */
     double mflops, worst_drop;
     double test[GM_MF_MAX_TASKS];
 } gm_pareto_row;

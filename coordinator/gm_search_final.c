@@ -71,16 +71,11 @@ static gm_status retime(gm_search *S, gm_backend *be, const gm_mfile *m, gm_net 
  * keep the fastest. Deterministic mode keeps its fewest-FLOPs rule and only
  * re-times that one.
  */
-static gm_status final_choice(gm_search *S, gm_backend *be, gm_search_summary *s, gm_error *err)
+static gm_status final_choice(gm_search *S, gm_backend *be, gm_net *const *base, gm_search_summary *s,
+                              gm_error *err)
 {
     const gm_search_config *c = S->c;
-    gm_net *base[GM_MF_MAX_TASKS] = {0};
     gm_status st = GM_OK;
-    for (int t = 0; st == GM_OK && t < c->nmodels; t++) {
-        gm_net_desc bd = gm_mfile_desc(S->o.models[t]);
-        st = gm_net_create(&base[t], be, &bd, 1, 1, err);
-        if (st == GM_OK) st = gm_mfile_to_net(S->o.models[t], base[t], err);
-    }
     double ms, base_ms;
     if (st == GM_OK) st = retime(S, be, &S->best, base, &ms, &base_ms, err);
     int pick = -1; /* an elite that beat the best */
@@ -108,7 +103,18 @@ static gm_status final_choice(gm_search *S, gm_backend *be, gm_search_summary *s
         s->best_base_ms = base_ms;
         s->speedup = base_ms / ms;
     }
-    for (int t = 0; t < c->nmodels; t++) gm_net_free(base[t]);
+    return st;
+}
+
+/* The originals as batch-1 nets on be, the peer of every re-timing at the end. */
+static gm_status open_originals(gm_search *S, gm_backend *be, gm_net **base, gm_error *err)
+{
+    gm_status st = GM_OK;
+    for (int t = 0; st == GM_OK && t < S->c->nmodels; t++) {
+        gm_net_desc bd = gm_mfile_desc(S->o.models[t]);
+        st = gm_net_create(&base[t], be, &bd, 1, 1, err);
+        if (st == GM_OK) st = gm_mfile_to_net(S->o.models[t], base[t], err);
+    }
     return st;
 }
 
@@ -157,11 +163,12 @@ static gm_status clear_pareto(const char *dir, gm_error *err)
 
 /*
  * The Pareto set (gm_ckpt.h) as model files, OUT/pareto/<speed-up>x-<drop>.h5
- * (the sweep's speed-up, the worst validation drop in points; -<id> after a
- * name already taken), each scored on the test split, and its table: one
- * sweep serves several operating points.
+ * (the speed-up timed again here, the worst validation drop in points; -<id>
+ * after a name already taken), each scored on the test split, and its table:
+ * one sweep serves several operating points.
  */
-static gm_status write_pareto(gm_search *S, gm_backend *be, gm_search_summary *s, gm_error *err)
+static gm_status write_pareto(gm_search *S, gm_backend *be, gm_backend *lat, gm_net *const *base,
+                             gm_search_summary *s, gm_error *err)
 {
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/pareto", S->c->out);
@@ -170,12 +177,28 @@ static gm_status write_pareto(gm_search *S, gm_backend *be, gm_search_summary *s
     if (gm_fs_mkdirs(dir) != 0) return gm_error_set(err, GM_EIO, "%s: cannot create: %s", dir, strerror(errno));
     gm_pareto_row *rows = calloc((size_t)S->npareto, sizeof *rows);
     if (!rows) return gm_error_set(err, GM_ENOMEM, "out of memory");
-    for (int k = 0; k < S->npareto; k++) {
+    for (int k = 0; st == GM_OK && k < S->npareto; k++) {
         const gm_ckpt_cand *r = &S->rows[S->pareto[k].id];
         rows[k] = (gm_pareto_row){.id = r->id, .speedup = r->speedup, .mflops = r->mflops, .worst_drop = r->worst_drop};
+        double ms, base_ms;
+        st = retime(S, lat, &S->pareto[k].w, base, &ms, &base_ms, err);
+        if (st == GM_OK) rows[k].speedup = base_ms / ms;
     }
-    qsort(rows, (size_t)S->npareto, sizeof *rows, by_speed);
-    for (int i = 0; st == GM_OK && i < S->npareto; i++) {
+    /*
+     * The set was kept by the speed-ups the sweep measured, each from one busy
+     * moment; timed again together, a member may now be beaten by another. Those
+     * leave (deterministic mode keeps its set: fewer MFLOPs decided it, not timing).
+     */
+    int n = 0;
+    for (int k = 0; k < S->npareto; k++) {
+        int beaten = 0;
+        for (int j = 0; !S->c->deterministic && j < S->npareto; j++)
+            beaten |= j != k && rows[j].speedup >= rows[k].speedup && rows[j].worst_drop <= rows[k].worst_drop &&
+                      (rows[j].speedup > rows[k].speedup || rows[j].worst_drop < rows[k].worst_drop);
+        if (!beaten) rows[n++] = rows[k];
+    }
+    qsort(rows, (size_t)n, sizeof *rows, by_speed);
+    for (int i = 0; st == GM_OK && i < n; i++) {
         gm_pareto_row *r = &rows[i];
         snprintf(r->file, sizeof r->file, "%.2fx-%.2f.h5", r->speedup, 100 * r->worst_drop);
         for (int j = 0; j < i; j++)
@@ -187,8 +210,8 @@ static gm_status write_pareto(gm_search *S, gm_backend *be, gm_search_summary *s
         snprintf(p, sizeof p, "%s/%s", dir, r->file);
         st = score_and_save(S, be, &S->pareto[k].w, p, r->test, err);
     }
-    if (st == GM_OK) st = gm_results_pareto(S->c->out, s, rows, S->npareto, err);
-    if (st == GM_OK) s->npareto = S->npareto;
+    if (st == GM_OK) st = gm_results_pareto(S->c->out, s, rows, n, err);
+    if (st == GM_OK) s->npareto = n;
     free(rows);
     return st;
 }
@@ -241,14 +264,18 @@ gm_status gm_search_finish(gm_search *S, int interrupted, gm_search_summary *s, 
     }
     gm_backend *one = NULL; /* batch-1 latency where the workers timed it: the device, else one CPU thread */
     if (st == GM_OK && S->best_id >= 0 && !S->o.latency_device) st = gm_backend_cpu_create(&one, 1, err);
-    if (st == GM_OK && S->best_id >= 0) st = final_choice(S, one ? one : S->o.latency_device, s, err);
-    gm_backend_free(one);
+    gm_backend *lat = one ? one : S->o.latency_device;
+    gm_net *base[GM_MF_MAX_TASKS] = {0};
+    if (st == GM_OK && S->best_id >= 0) st = open_originals(S, lat, base, err);
+    if (st == GM_OK && S->best_id >= 0) st = final_choice(S, lat, base, s, err);
     if (st == GM_OK && S->best_id >= 0) {
         char p[1200];
         snprintf(p, sizeof p, "%s/best.h5", c->out);
         st = score_and_save(S, be, &S->best, p, s->best_test, err);
     }
-    if (st == GM_OK) st = write_pareto(S, be, s, err);
+    if (st == GM_OK) st = write_pareto(S, be, lat, base, s, err);
+    for (int t = 0; t < c->nmodels; t++) gm_net_free(base[t]);
+    gm_backend_free(one);
     gm_backend_free(be);
     s->wall_s = gm_search_elapsed(S);
     if (st == GM_OK) keep_summary(S, s);
