@@ -29,6 +29,7 @@ static void open_fixture(fixture *f, double explore, double cost_scale, int nmod
     gm_error err;
     gm_test_random_model(&f->m[0], IN, 5);
     assert_ok(gm_mfile_copy(&f->m[1], &f->m[0], &err), err);
+    snprintf(f->m[1].tasks[0].name, sizeof f->m[1].tasks[0].name, "t5_copy"); /* a task of its own */
     gm_test_random_model(&f->m[2], IN, 6);
     f->mp[0] = &f->m[0];
     f->mp[1] = &f->m[1];
