@@ -415,7 +415,7 @@ void gm_search_requeue(gm_search *S, int id)
 static int dominates(const gm_search *S, const gm_ckpt_cand *q, const gm_ckpt_cand *r, int strict)
 {
     const double kq = speed_key(S, q), kr = speed_key(S, r);
-    return kq >= kr && q->worst_drop <= r->worst_drop && (!strict || kq > kr || q->worst_drop < r->worst_drop);
+    return strict ? gm_search_beats(kq, q->worst_drop, kr, r->worst_drop) : kq >= kr && q->worst_drop <= r->worst_drop;
 }
 
 /* A passed candidate joins the Pareto set unless a member is as good on both; the members it beats leave. */

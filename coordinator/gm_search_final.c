@@ -193,8 +193,8 @@ static gm_status write_pareto(gm_search *S, gm_backend *be, gm_backend *lat, gm_
     for (int k = 0; k < S->npareto; k++) {
         int beaten = 0;
         for (int j = 0; !S->c->deterministic && j < S->npareto; j++)
-            beaten |= j != k && rows[j].speedup >= rows[k].speedup && rows[j].worst_drop <= rows[k].worst_drop &&
-                      (rows[j].speedup > rows[k].speedup || rows[j].worst_drop < rows[k].worst_drop);
+            beaten |= j != k &&
+                      gm_search_beats(rows[j].speedup, rows[j].worst_drop, rows[k].speedup, rows[k].worst_drop);
         if (!beaten) rows[n++] = rows[k];
     }
     qsort(rows, (size_t)n, sizeof *rows, by_speed);

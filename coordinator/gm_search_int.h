@@ -65,6 +65,12 @@ struct gm_search {
  * first, up to max_elites.
  */
 gm_status gm_search_warm(gm_search *S, int adopt, gm_error *err);
+
+/* (speed a, drop a) beats (speed b, drop b): no slower, no further down, better in one (the Pareto rule). */
+static inline int gm_search_beats(double sa, double da, double sb, double db)
+{
+    return sa >= sb && da <= db && (sa > sb || da < db);
+}
 /*
  * A finished passed row from an earlier sweep, recorded as a result would be
  * (best, Pareto set, an elite under SA). The elite takes w's weights; the
