@@ -2,12 +2,14 @@
  * gm_finetune's budget: the extension past max_epochs (gm_ft_opts.extra_epochs)
  * is granted once, only when the learning-curve check does not abort at the
  * longer horizon, and never in GMorph's fixed-budget setting (extra 0).
+ * The loss is the one asked for (GMorph's L1, or the squared distance).
  * The net and data are dp_fixture's tiny two-task ones, run alone; with
  * orig_val 1 and threshold 0 no run can pass early unless it is exact.
  */
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
@@ -104,6 +106,47 @@ static void fixed_budget_without_extra_or_curve(void **state)
     assert_int_equal(run(2, NULL, &r), 3); /* no curve check, no evidence: GMorph's budget */
 }
 
+/*
+ * One epoch at a learning rate too small to move a weight, BatchNorm frozen:
+ * the epoch's reported loss is the initial net's distance to the teachers
+ * over every distillation row, summed over tasks, computed here from its logits.
+ */
+static void loss_is_the_kind_asked(void **state)
+{
+    (void)state;
+    for (int mse = 0; mse < 2; mse++) {
+        gm_error err;
+        gm_ft_data d;
+        gm_backend *be = NULL;
+        gm_net *net = NULL;
+        assert_ok(dp_make_data(&d, &err), err);
+        assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
+        assert_ok(dp_make_net(&net, be, GM_FT_EVAL_BATCH, 7, &err), err);
+        double want = 0.0;
+        for (int t = 0; t < d.n; t++) {
+            float *y = malloc(sizeof(float) * (size_t)d.nft * (size_t)d.classes[t]);
+            assert_non_null(y);
+            assert_ok(dp_run_net(net, d.x_ft, d.nft, t, y, &err), err);
+            double sum = 0.0;
+            for (long i = 0; i < d.nft * d.classes[t]; i++) {
+                const double e = (double)y[i] - d.teacher[t][i];
+                sum += mse ? e * e : fabs(e);
+            }
+            want += sum / (double)(d.nft * d.classes[t]);
+            free(y);
+        }
+        const gm_ft_opts o = {.max_epochs = 1, .check_every = 1, .batch = 10, .lr = 1e-12f, .threshold = -1.0,
+                              .frozen_bn = 1, .logit_mse = mse, .seed = 3};
+        gm_ft_result r;
+        assert_ok(gm_finetune(net, dp_heads, &d, &o, &r, &err), err);
+        assert_int_equal(r.nchecks, 2);
+        assert_true(fabs(r.checks[1].loss - want) <= 1e-4 * want);
+        gm_net_free(net);
+        gm_backend_free(be);
+        gm_ft_data_free(&d);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -111,6 +154,7 @@ int main(void)
         cmocka_unit_test(no_extension_when_the_curve_falls_short),
         cmocka_unit_test(fixed_budget_without_extra_or_curve),
         cmocka_unit_test(epochs_draw_from_the_pool),
+        cmocka_unit_test(loss_is_the_kind_asked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -539,7 +539,7 @@ gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const 
             if (m > 0) st = gm_net_forward(net, x, m, !o->frozen_bn, err);
             for (int t = 0; st == GM_OK && m > 0 && t < n; t++) {
                 float loss;
-                st = gm_net_loss(net, outs[t], GM_LOSS_L1, target[t], NULL, scale, &loss, err);
+                st = gm_net_loss(net, outs[t], o->logit_mse ? GM_LOSS_MSE : GM_LOSS_L1, target[t], NULL, scale, &loss, err);
                 if (st == GM_OK && !isfinite(loss))
                     st = gm_error_set(err, GM_ENUMERIC, "fine-tune: the loss of task %d became %g", t, (double)loss);
                 loss_sum += (double)loss * m;

@@ -124,6 +124,12 @@ typedef struct {
      * evaluated with. 0: batch statistics, updated running averages.
      */
     int frozen_bn;
+    /*
+     * 0: GMorph's loss, the L1 distance to the teachers' logits, whose gradient
+     * is only a sign; 1: the mean squared distance, whose gradient grows with
+     * the error (distillation at a high temperature).
+     */
+    int logit_mse;
     int cosine;          /* 1: lr decays as a half cosine over the budget (stretched if extended); 0: constant */
     double threshold;    /* allowed accuracy drop per task (0.01 = 1 point) */
     /*
@@ -195,7 +201,7 @@ typedef struct {
 
 /*
  * Fine-tunes net (a fused model with d->n outputs, output of task t at block
- * heads[t]) in place. The loss is the sum over tasks of the L1 distance between
+ * heads[t]) in place. The loss is the sum over tasks of the distance (opts.logit_mse) between
  * the net's logits and the teacher's.
  */
 gm_status gm_finetune(gm_net *net, const int *heads, const gm_ft_data *d, const gm_ft_opts *o, gm_ft_result *r,

@@ -227,6 +227,7 @@ gm_status gm_worker_run(gm_worker *w, const gm_job *job, gm_result *r, gm_error 
     for (int t = 0; t < m.ntasks; t++) heads[t] = m.tasks[t].head;
     gm_ft_opts o = {.max_epochs = c->ft_epochs, .check_every = c->check_every, .batch = c->batch,
                     .lr = (float)c->lr, .frozen_bn = c->bn == GM_BN_FROZEN, .cosine = c->cosine,
+                    .logit_mse = c->logit_mse && !c->gmorph_mode,
                     .threshold = c->threshold, .seed = c->seed + (uint64_t)job->id,
                     .abort_check = c->filter_curve ? w->o.abort_check : NULL, .group = w->o.group,
                     .extra_epochs = c->gmorph_mode ? 0 : c->ft_extra_epochs, .stop = w->o.stop,

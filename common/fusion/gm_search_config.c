@@ -109,7 +109,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
     static const char *const mut_keys[] = {"merges", "relaxed_below", "guided", "explore", "cost_scale", NULL};
     static const char *const ft_keys[] = {"samples", "pool", "val_samples", "epochs", "check_every", "batch", "lr",
-                                                 "bn", "schedule", "features", "scope", "extra_epochs", NULL};
+                                                 "bn", "schedule", "features", "scope", "extra_epochs", "loss", NULL};
     static const char *const flt_keys[] = {"dominance", "curve", NULL};
     static const char *const lat_keys[] = {"warmup", "runs", NULL};
     const gm_json *models = gm_json_get(root, "models"), *data = gm_json_get(root, "data"), *sec;
@@ -178,6 +178,8 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = gm_json_get_double(sec, "features", 0, 0.0, 1e6, &c->feature_weight, err);
     static const char *const scope_names[] = {"all", "touched", NULL};
     if (st == GM_OK) st = get_choice(sec, "finetune", "scope", scope_names, &c->scope_touched, path, err);
+    static const char *const loss_names[] = {"l1", "mse", NULL};
+    if (st == GM_OK) st = get_choice(sec, "finetune", "loss", loss_names, &c->logit_mse, path, err);
     if (st == GM_OK) st = section(root, "filter", flt_keys, &sec, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "dominance", 0, &c->filter_dominance, err);
     if (st == GM_OK) st = gm_json_get_bool(sec, "curve", 0, &c->filter_curve, err);
@@ -283,6 +285,7 @@ char *gm_search_config_to_json(const gm_search_config *c)
     cJSON_AddStringToObject(s, "schedule", c->cosine ? "cosine" : "constant");
     cJSON_AddNumberToObject(s, "features", c->feature_weight);
     cJSON_AddStringToObject(s, "scope", c->scope_touched ? "touched" : "all");
+    cJSON_AddStringToObject(s, "loss", c->logit_mse ? "mse" : "l1");
     s = obj(r, "filter");
     cJSON_AddBoolToObject(s, "dominance", c->filter_dominance);
     cJSON_AddBoolToObject(s, "curve", c->filter_curve);

@@ -59,6 +59,7 @@ typedef struct {
     int cosine;            /* finetune.schedule: 1 "cosine", 0 "constant" */
     double feature_weight; /* finetune.features: weight of feature matching at the seams (0: off; gm_finetune.h) */
     int scope_touched;     /* finetune.scope: 1 "touched" (only blocks whose input a merge changed), 0 "all" */
+    int logit_mse;         /* finetune.loss: 0 "l1" (GMorph's), 1 "mse": squared distance to the teachers' logits */
     int filter_dominance, filter_curve;
     /*
      * "stitch" (worker/gm_stitch_graph.h): before fine-tuning, a least-squares
