@@ -32,6 +32,22 @@ static int record(void *ctx, const double *epoch, const double *acc, int n, int 
     return r->refuse_beyond > 0 && max_epoch > r->refuse_beyond;
 }
 
+/* dp_fixture's data, a one-thread CPU backend, and the net from its seed-7 weights. */
+static void open_fixture(gm_ft_data *d, gm_backend **be, gm_net **net)
+{
+    gm_error err;
+    assert_ok(dp_make_data(d, &err), err);
+    assert_ok(gm_backend_cpu_create(be, 1, &err), err);
+    assert_ok(dp_make_net(net, *be, GM_FT_EVAL_BATCH, 7, &err), err);
+}
+
+static void close_fixture(gm_ft_data *d, gm_backend *be, gm_net *net)
+{
+    gm_net_free(net);
+    gm_backend_free(be);
+    gm_ft_data_free(d);
+}
+
 /* One fine-tune of 3 epochs plus `extra` with the recorder as the curve check; returns epochs trained. */
 static int run_rows(int extra, recorder *rec, long epoch_rows, long *nft, gm_ft_result *res)
 {
@@ -39,17 +55,13 @@ static int run_rows(int extra, recorder *rec, long epoch_rows, long *nft, gm_ft_
     gm_ft_data d;
     gm_backend *be = NULL;
     gm_net *net = NULL;
-    assert_ok(dp_make_data(&d, &err), err);
-    assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
-    assert_ok(dp_make_net(&net, be, GM_FT_EVAL_BATCH, 7, &err), err);
+    open_fixture(&d, &be, &net);
     const gm_ft_opts o = {.max_epochs = 3, .check_every = 1, .batch = 8, .lr = 1e-2f, .threshold = 0.0, .seed = 11,
                           .abort_check = rec ? record : NULL, .abort_ctx = rec, .extra_epochs = extra,
                           .epoch_rows = epoch_rows};
     assert_ok(gm_finetune(net, dp_heads, &d, &o, res, &err), err);
     if (nft) *nft = d.nft;
-    gm_net_free(net);
-    gm_backend_free(be);
-    gm_ft_data_free(&d);
+    close_fixture(&d, be, net);
     return res->epochs;
 }
 
@@ -119,9 +131,7 @@ static void loss_is_the_kind_asked(void **state)
         gm_ft_data d;
         gm_backend *be = NULL;
         gm_net *net = NULL;
-        assert_ok(dp_make_data(&d, &err), err);
-        assert_ok(gm_backend_cpu_create(&be, 1, &err), err);
-        assert_ok(dp_make_net(&net, be, GM_FT_EVAL_BATCH, 7, &err), err);
+        open_fixture(&d, &be, &net);
         double want = 0.0;
         for (int t = 0; t < d.n; t++) {
             float *y = malloc(sizeof(float) * (size_t)d.nft * (size_t)d.classes[t]);
@@ -141,9 +151,7 @@ static void loss_is_the_kind_asked(void **state)
         assert_ok(gm_finetune(net, dp_heads, &d, &o, &r, &err), err);
         assert_int_equal(r.nchecks, 2);
         assert_true(fabs(r.checks[1].loss - want) <= 1e-4 * want);
-        gm_net_free(net);
-        gm_backend_free(be);
-        gm_ft_data_free(&d);
+        close_fixture(&d, be, net);
     }
 }
 
