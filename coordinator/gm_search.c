@@ -16,6 +16,7 @@
 #include "gm_guide.h"
 #include "gm_mutate.h"
 #include "gm_search_int.h"
+#include "gm_trunk.h"
 #include "gm_tb.h"
 
 /* ---- small helpers --------------------------------------------------------------- */
@@ -281,6 +282,9 @@ gm_status gm_search_open(gm_search **out, const gm_search_opts *o, gm_error *err
     gm_status st = GM_OK;
     if (!S->orig || !S->cand || !S->elites || !S->queue) st = gm_error_set(err, GM_ENOMEM, "out of memory");
     if (st == GM_OK) st = gm_fgraph_from_models(S->orig, o->models, c->nmodels, err);
+    if (st == GM_OK && c->trunks > 0 && !c->gmorph_mode) {
+        st = gm_trunk_plan(S->orig, o->guide, c->trunks, S->trunks, &S->ntrunks, err);
+    }
     if (st == GM_OK && o->resume) st = restore(S, o->resume, err);
     if (st == GM_OK) st = open_results(S, err);
     for (int i = 0; st == GM_OK && i < S->nrows; i++)
@@ -348,21 +352,28 @@ gm_status gm_search_propose(gm_search *S, gm_job *job, int *got, gm_error *err)
     if (st != GM_OK || *got) return st;
     while (S->iteration < c->iterations) {
         const int it = S->iteration++;
-        double p = 0.0;
-        if (c->policy == GM_POLICY_SA && S->nelites > 0) {
-            double drop = S->last_drop < 0 ? 0 : S->last_drop > 1 ? 1 : S->last_drop;
-            p = (1.0 - exp(-(1.0 - drop) * c->t0 / S->T)) * sqrt((double)S->nelites / c->max_elites);
-        }
         const elite *src = NULL; /* drawn by age rank, so a restored ring (oldest first) draws the same */
-        if (gm_rng_uniform(&S->rng) < p)
-            src = &S->elites[(S->oldest + (int)gm_rng_below(&S->rng, (uint32_t)S->nelites)) % S->nelites];
-        *S->cand = src ? *src->g : *S->orig;
-        S->T *= c->alpha;
         gm_error merr;
         double predicted = NAN;
-        gm_status ms = S->o.guide ? gm_guide_mutate(S->o.guide, S->cand, &S->rng, c->merges, c->relaxed_below,
-                                                    &predicted, &merr)
-                                  : gm_mutate_random(S->cand, &S->rng, c->merges, c->relaxed_below, &merr);
+        gm_status ms;
+        if (it < S->ntrunks) { /* the planned deep candidates come first, drawing nothing */
+            *S->cand = *S->orig;
+            ms = gm_trunk_apply(S->cand, S->trunks[it], &merr);
+            predicted = S->trunks[it].cost;
+        } else {
+            double p = 0.0;
+            if (c->policy == GM_POLICY_SA && S->nelites > 0) {
+                double drop = S->last_drop < 0 ? 0 : S->last_drop > 1 ? 1 : S->last_drop;
+                p = (1.0 - exp(-(1.0 - drop) * c->t0 / S->T)) * sqrt((double)S->nelites / c->max_elites);
+            }
+            if (gm_rng_uniform(&S->rng) < p)
+                src = &S->elites[(S->oldest + (int)gm_rng_below(&S->rng, (uint32_t)S->nelites)) % S->nelites];
+            *S->cand = src ? *src->g : *S->orig;
+            ms = S->o.guide ? gm_guide_mutate(S->o.guide, S->cand, &S->rng, c->merges, c->relaxed_below, &predicted,
+                                              &merr)
+                            : gm_mutate_random(S->cand, &S->rng, c->merges, c->relaxed_below, &merr);
+        }
+        S->T *= c->alpha;
         if (ms != GM_OK) continue; /* nothing to merge */
         if (c->stitch && c->stitch_shortcuts && !c->gmorph_mode) gm_fgraph_project_seams(S->cand);
         const uint64_t loc = gm_fgraph_location_hash(S->cand), top = gm_fgraph_topology_hash(S->cand);

@@ -11,6 +11,7 @@
 #include "gm_results.h"
 #include "gm_rng.h"
 #include "gm_search.h"
+#include "gm_trunk.h"
 
 typedef struct {
     int id;
@@ -30,6 +31,8 @@ struct gm_search {
     gm_fgraph *orig, *cand;
     gm_rng rng;
     int iteration;               /* next iteration to propose */
+    gm_trunk trunks[GM_TRUNK_MAX]; /* iterations 0 .. ntrunks - 1 propose these (mutation.trunks) */
+    int ntrunks;
     double T, last_drop;
     double elapsed0, t_open;     /* elapsed before this process, and when it opened */
     /* every candidate, id order (rows[i].id == i); the table the checkpoint saves */

@@ -3,6 +3,9 @@
  * model is priced at no cost and a merge onto another model's maps above it;
  * a layer skip is priced too; with no exploration and a sharp cost scale the
  * draws go to the free merges; with full exploration they spread over all.
+ * Trunks (coordinator/gm_trunk.h): planned shallowest first and spread up to
+ * the deepest, each on the model the guide prices cheapest, and applied as
+ * every task reading that model's first blocks.
  */
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +14,7 @@
 
 #include "gm_guide.h"
 #include "gm_models.h"
+#include "gm_trunk.h"
 #include "test_util.h"
 
 static const gm_shape IN = {3, 16, 16};
@@ -121,8 +125,69 @@ static void draws_follow_cost(void **state)
     assert_true(uniform < 0.8);
 }
 
+/* The node of (model, layer) in g, or -1. */
+static int node_at(const gm_fgraph *g, int model, int layer)
+{
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].model == model && g->nodes[i].layer == layer) return i;
+    return -1;
+}
+
+static void plans_trunks(void **state)
+{
+    (void)state;
+    fixture f = {0};
+    open_fixture(&f, 0.2, 0.1, 3);
+    gm_fgraph *orig = malloc(sizeof *orig), *g = malloc(sizeof *g);
+    gm_error err;
+    assert_ok(gm_fgraph_from_models(orig, f.mp, 3, &err), err);
+    const int nb = f.m[0].nblocks;
+    gm_trunk plan[GM_TRUNK_MAX];
+    int n = 0;
+    assert_ok(gm_trunk_plan(orig, f.guide, 3, plan, &n, &err), err);
+    assert_int_equal(n, 3);
+    double deepest = 0.0; /* the largest FLOPs ratio of any trunk */
+    for (int d = 1; d < nb; d++) {
+        memcpy(g, orig, sizeof *g);
+        if (gm_trunk_apply(g, (gm_trunk){.model = 0, .depth = d}, &err) == GM_OK)
+            deepest = fmax(deepest, (double)gm_fgraph_flops(orig) / (double)gm_fgraph_flops(g));
+    }
+    for (int k = 0; k < n; k++) {
+        const gm_trunk t = plan[k];
+        print_message("trunk %d: model %d, depth %d, %.2fx fewer FLOPs, cost %.3f\n", k, t.model, t.depth,
+                      t.flops_ratio, t.cost);
+        if (k > 0) assert_true(t.depth > plan[k - 1].depth && t.flops_ratio > plan[k - 1].flops_ratio);
+        memcpy(g, orig, sizeof *g);
+        assert_ok(gm_trunk_apply(g, t, &err), err);
+        assert_ok(gm_fgraph_check(g, &err), err);
+        assert_int_equal(g->nnodes, orig->nnodes - 2 * t.depth); /* the two other models' first blocks are gone */
+        for (int task = 0; task < 3; task++) /* every task reads the trunk */
+            for (int l = 0; l < t.depth; l++) assert_true(gm_fgraph_on_path(g, node_at(g, t.model, l), task));
+        assert_true(fabs((double)gm_fgraph_flops(orig) / (double)gm_fgraph_flops(g) - t.flops_ratio) < 1e-9);
+        for (int m = 0; m < 3; m++) { /* no other model's trunk of this depth is priced cheaper */
+            double worst = 0.0;
+            for (int o = 0; o < 3; o++)
+                if (o != m)
+                    worst = fmax(worst, gm_guide_cost(f.guide, orig, (gm_merge){node_at(orig, m, t.depth),
+                                                                                node_at(orig, o, t.depth), 0}));
+            assert_true(t.cost <= worst + 1e-12);
+        }
+    }
+    /* the plan reaches the deepest trunk, or one within 1 % of its FLOPs */
+    assert_true(plan[n - 1].flops_ratio <= deepest + 1e-9 && plan[n - 1].flops_ratio * 1.01 >= deepest);
+    /* without a guide: model 0's trunks, unpriced */
+    assert_ok(gm_trunk_plan(orig, NULL, 2, plan, &n, &err), err);
+    assert_int_equal(n, 2);
+    assert_true(plan[0].model == 0 && plan[1].model == 0 && isnan(plan[0].cost));
+    assert_int_equal(gm_trunk_plan(orig, NULL, 0, plan, &n, &err), GM_EINVAL);
+    free(g);
+    free(orig);
+    close_fixture(&f);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(prices_merges), cmocka_unit_test(draws_follow_cost)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(prices_merges), cmocka_unit_test(draws_follow_cost),
+                                       cmocka_unit_test(plans_trunks)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,8 @@
  * are trained, fused by the SA policy, and the best candidate must be faster
  * than the originals run one after the other and within the threshold on
  * validation data; the results table lists every candidate; the best model file
- * runs and scores what the summary says.
+ * runs and scores what the summary says. With mutation.trunks, the first
+ * candidates are the planned trunks (coordinator/gm_trunk.h), whole.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -21,6 +22,7 @@
 #include "gm_optim.h"
 #include "gm_sched.h"
 #include "gm_train.h"
+#include "gm_trunk.h"
 #include "test_util.h"
 
 typedef struct {
@@ -350,8 +352,67 @@ static void test_summary_nothing_passed(void **state)
     assert_null(strstr(text, "candidate -1"));
 }
 
+/* The first candidates of a sweep with trunks are the plan's, in order, and training them decides like any other. */
+static void test_trunks_first(void **state)
+{
+    ctx *c = *state;
+    gm_search_config cfg;
+    gm_search_defaults(&cfg);
+    const char *tasks[3] = {"colour", "scale", "shape"};
+    cfg.nmodels = 3;
+    for (int t = 0; t < 3; t++) snprintf(cfg.models[t], sizeof cfg.models[t], "%s/%s.h5", c->dir, tasks[t]);
+    snprintf(cfg.out, sizeof cfg.out, "%s/trunks", c->dir);
+    cfg.threshold = 0.05;
+    cfg.iterations = 3;
+    cfg.trunks = 2;
+    cfg.ft_samples = 256;
+    cfg.val_samples = 128;
+    cfg.ft_epochs = 1;
+    cfg.batch = 32;
+    cfg.lat_runs = 5;
+    gm_search_summary s;
+    gm_error err;
+    if (gm_search_run(&cfg, show, NULL, NULL, &s, &err) != GM_OK) fail_msg("%s", err.msg);
+    /* the plan, made here from the same models (gm_search_run opens no guide) */
+    gm_mfile m[3];
+    const gm_mfile *mp[3];
+    gm_fgraph *orig = malloc(sizeof *orig), *g = malloc(sizeof *g);
+    for (int t = 0; t < 3; t++) {
+        if (gm_mfile_load(cfg.models[t], &m[t], &err) != GM_OK) fail_msg("%s", err.msg);
+        mp[t] = &m[t];
+    }
+    assert_ok(gm_fgraph_from_models(orig, mp, 3, &err), err);
+    gm_trunk plan[GM_TRUNK_MAX];
+    int n = 0;
+    assert_ok(gm_trunk_plan(orig, NULL, cfg.trunks, plan, &n, &err), err);
+    assert_int_equal(n, 2); /* the two VGG-11s share; the ResNet keeps its path */
+    gm_ckpt ck;
+    char p[300];
+    snprintf(p, sizeof p, "%s/trunks/search.h5", c->dir);
+    if (gm_ckpt_load(p, &ck, &err) != GM_OK) fail_msg("%s", err.msg);
+    assert_true(ck.ncand >= 3);
+    for (int k = 0; k < n; k++) {
+        *g = *orig;
+        assert_ok(gm_trunk_apply(g, plan[k], &err), err);
+        gm_fgraph_project_seams(g); /* as the search does with stitched shortcuts */
+        int32_t enc[GM_JOB_ENC_MAX];
+        const int len = gm_fgraph_encode(g, enc, GM_JOB_ENC_MAX);
+        const gm_ckpt_cand *r = &ck.cand[k];
+        assert_int_equal(r->iteration, k);
+        assert_int_equal(r->source, -1);
+        assert_int_equal(r->enc_len, len);
+        assert_memory_equal(r->enc, enc, sizeof(int32_t) * (size_t)len);
+        assert_true(r->status == GM_CAND_PASSED || r->status == GM_CAND_FAILED || r->status == GM_CAND_ABORTED);
+    }
+    gm_ckpt_free(&ck);
+    for (int t = 0; t < 3; t++) gm_mfile_free(&m[t]);
+    free(g);
+    free(orig);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_summary_nothing_passed), cmocka_unit_test(test_tiny_search)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_summary_nothing_passed), cmocka_unit_test(test_tiny_search),
+                                       cmocka_unit_test(test_trunks_first)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

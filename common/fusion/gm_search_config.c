@@ -107,7 +107,8 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     static const char *const fit_names[] = {"input", "output", "best", NULL};
     static const char *const run_keys[] = {"deterministic", "round", "checkpoint_every", "timeout_s", "device", NULL};
     static const char *const sa_keys[] = {"t0", "alpha", "max_elites", NULL};
-    static const char *const mut_keys[] = {"merges", "relaxed_below", "guided", "explore", "cost_scale", NULL};
+    static const char *const mut_keys[] = {"merges", "relaxed_below", "guided", "explore", "cost_scale", "trunks",
+                                           NULL};
     static const char *const ft_keys[] = {"samples", "pool", "val_samples", "epochs", "check_every", "batch", "lr",
                                                  "bn", "schedule", "features", "scope", "extra_epochs", "loss", NULL};
     static const char *const flt_keys[] = {"dominance", "curve", NULL};
@@ -160,6 +161,7 @@ static gm_status from_json(gm_search_config *c, gm_json *root, const char *path,
     if (st == GM_OK) st = gm_json_get_bool(sec, "guided", 0, &c->guided, err);
     if (st == GM_OK) st = gm_json_get_double(sec, "explore", 0, 0.0, 1.0, &c->guide_explore, err);
     if (st == GM_OK) st = gm_json_get_double(sec, "cost_scale", 0, 1e-6, 1e6, &c->guide_cost_scale, err);
+    if (st == GM_OK) st = get_int(sec, "trunks", 0, 16, &c->trunks, err);
     if (st == GM_OK) st = section(root, "finetune", ft_keys, &sec, err);
     if (st == GM_OK) st = get_long(sec, "samples", 1, 100000000, &c->ft_samples, err);
     if (st == GM_OK) st = get_long(sec, "val_samples", 0, 100000000, &c->val_samples, err);
@@ -272,6 +274,7 @@ char *gm_search_config_to_json(const gm_search_config *c)
     cJSON_AddBoolToObject(s, "guided", c->guided);
     cJSON_AddNumberToObject(s, "explore", c->guide_explore);
     cJSON_AddNumberToObject(s, "cost_scale", c->guide_cost_scale);
+    cJSON_AddNumberToObject(s, "trunks", c->trunks);
     s = obj(r, "finetune");
     cJSON_AddNumberToObject(s, "samples", (double)c->ft_samples);
     cJSON_AddNumberToObject(s, "val_samples", (double)c->val_samples);

@@ -49,6 +49,7 @@ typedef struct {
     int guided;
     double guide_explore;     /* mutation.explore: the uniform share of each draw */
     double guide_cost_scale;  /* mutation.cost_scale */
+    int trunks;               /* mutation.trunks: deep candidates proposed first (coordinator/gm_trunk.h); 0: none */
     long ft_samples, val_samples;
     long ft_pool;          /* finetune.pool: distinct distillation samples per dataset, each epoch drawing
                               ft_samples of them afresh (0: ft_samples, the same samples every epoch) */

@@ -19,31 +19,9 @@
 #include <stdlib.h>
 
 #include "gm_fgraph.h"
-#include "gm_mutate.h"
 #include "gm_search_config.h"
+#include "gm_trunk.h"
 #include "gm_worker.h"
-
-/* The node of (model, layer), or -1. */
-static int node_of(const gm_fgraph *g, int model, int layer)
-{
-    for (int i = 0; i < g->nnodes; i++)
-        if (g->nodes[i].model == model && g->nodes[i].layer == layer) return i;
-    return -1;
-}
-
-/* Every other model reads model trunk's first depth blocks. */
-static gm_status share_trunk(gm_fgraph *g, int nmodels, int trunk, int depth, gm_error *err)
-{
-    for (int t = 0; t < nmodels && depth > 0; t++) {
-        if (t == trunk) continue;
-        const int a = node_of(g, trunk, depth), b = node_of(g, t, depth);
-        if (a < 0 || b < 0)
-            return gm_error_set(err, GM_EINVAL, "model %d has no block %d", a < 0 ? trunk : t, depth);
-        gm_status st = gm_mutate_apply(g, (gm_merge){.a = a, .b = b}, err);
-        if (st != GM_OK) return st;
-    }
-    return GM_OK;
-}
 
 int main(int argc, char **argv)
 {
@@ -69,7 +47,7 @@ int main(int argc, char **argv)
     if (st == GM_OK) st = gm_fgraph_from_models(orig, gm_worker_models(w), c.nmodels, &err);
     if (st == GM_OK) {
         *g = *orig;
-        st = share_trunk(g, c.nmodels, trunk, depth, &err);
+        if (depth > 0) st = gm_trunk_apply(g, (gm_trunk){.model = trunk, .depth = depth}, &err);
     }
     if (st == GM_OK && c.stitch && c.stitch_shortcuts && !c.gmorph_mode) gm_fgraph_project_seams(g);
     gm_result r;
