@@ -250,16 +250,22 @@ static void check_pareto(const char *dir, const gm_ckpt *ck, const char *const *
                 fail_msg("Pareto file of candidate %d is beaten by candidate %d's", id[a], id[b]);
 }
 
+/* The defaults over the three models of dir, run folder dir/out, threshold 0.05. */
+static void tiny_config(gm_search_config *cfg, const char *dir, const char *const *tasks, const char *out)
+{
+    gm_search_defaults(cfg);
+    cfg->nmodels = 3;
+    for (int t = 0; t < 3; t++) snprintf(cfg->models[t], sizeof cfg->models[t], "%s/%s.h5", dir, tasks[t]);
+    snprintf(cfg->out, sizeof cfg->out, "%s/%s", dir, out);
+    cfg->threshold = 0.05;
+}
+
 static void test_tiny_search(void **state)
 {
     ctx *c = *state;
     gm_search_config cfg;
-    gm_search_defaults(&cfg);
     const char *tasks[3] = {"colour", "scale", "shape"};
-    cfg.nmodels = 3;
-    for (int t = 0; t < 3; t++) snprintf(cfg.models[t], sizeof cfg.models[t], "%s/%s.h5", c->dir, tasks[t]);
-    snprintf(cfg.out, sizeof cfg.out, "%s/run", c->dir);
-    cfg.threshold = 0.05;
+    tiny_config(&cfg, c->dir, tasks, "run");
     cfg.iterations = 8;
     cfg.ft_samples = 2048;
     cfg.val_samples = 512;
@@ -357,12 +363,8 @@ static void test_trunks_first(void **state)
 {
     ctx *c = *state;
     gm_search_config cfg;
-    gm_search_defaults(&cfg);
     const char *tasks[3] = {"colour", "scale", "shape"};
-    cfg.nmodels = 3;
-    for (int t = 0; t < 3; t++) snprintf(cfg.models[t], sizeof cfg.models[t], "%s/%s.h5", c->dir, tasks[t]);
-    snprintf(cfg.out, sizeof cfg.out, "%s/trunks", c->dir);
-    cfg.threshold = 0.05;
+    tiny_config(&cfg, c->dir, tasks, "trunks");
     cfg.iterations = 3;
     cfg.trunks = 2;
     cfg.ft_samples = 256;
